@@ -1,0 +1,175 @@
+"""The command line: thin typer commands that hand off to plain functions.
+
+Every command that takes a spec validates it first and exits 1 with the field-level report
+before anything else happens.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from provisioner import __version__
+from provisioner.plan import PhaseSelectionError, Plan, build_plan, select_phases
+from provisioner.plan.show import plan_json, plan_text
+from provisioner.spec import Cluster, SpecError, load_file
+from provisioner.spec.example import EXAMPLE
+from provisioner.spec.models import Cluster as ClusterModel
+from provisioner.state import cluster_dir
+from provisioner.versions import manifest
+
+app = typer.Typer(
+    help="Declarative Kubernetes cluster provisioning: validate, plan, render, converge, verify.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+SpecFile = Annotated[Path, typer.Argument(help="Cluster spec (YAML).", show_default=False)]
+StateDir = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="State root (default $PROVISIONER_STATE_DIR or "
+                 "~/.provisioner).", show_default=False),
+]
+
+
+def load_or_exit(path: Path) -> Cluster:
+    """Load a spec or print every problem and exit 1."""
+    try:
+        return load_file(path)
+    except SpecError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def plan_or_exit(path: Path) -> Plan:
+    """Load and plan a spec, exiting 1 on a bad spec."""
+    return build_plan(load_or_exit(path))
+
+
+@app.command()
+def validate(file: SpecFile) -> None:
+    """Check a spec; exit 0 when valid, 1 with every problem listed otherwise."""
+    cluster = load_or_exit(file)
+    typer.echo(f"{file}: valid (cluster {cluster.metadata.name}, "
+               f"Kubernetes {cluster.spec.kubernetes_version})")
+
+
+@app.command()
+def plan(
+    file: SpecFile,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    only: Annotated[list[str] | None, typer.Option(help="Show only these phases.")] = None,
+    skip: Annotated[list[str] | None, typer.Option(help="Leave out these phases.")] = None,
+) -> None:
+    """Show hosts and roles, components, PKI, artifacts and the ordered phases."""
+    p = plan_or_exit(file)
+    try:
+        selected = select_phases(p, _split(only), _split(skip))
+    except PhaseSelectionError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(plan_json(p))
+        return
+    sys.stdout.write(plan_text(p))
+    if only or skip:
+        typer.echo("\nSelected: " + ", ".join(ph.name for ph in selected))
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """Accept both repeated options and comma lists (``--only os,runtime``)."""
+    if values is None:
+        return None
+    return [v for item in values for v in item.split(",") if v]
+
+
+@app.command()
+def render(
+    file: SpecFile,
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    state_dir: StateDir = None,
+) -> None:
+    """Render every host's files and the ansible-runner inputs into --out."""
+    from provisioner.render.material import MaterialError, prepare
+    from provisioner.render.tree import render as render_tree
+    from provisioner.render.tree import write_tree
+
+    p = plan_or_exit(file)
+    sdir = cluster_dir(p.name, state_dir)
+    try:
+        material, report = prepare(p, sdir, file.resolve().parent)
+        tree = render_tree(p, material, _default_key(p, sdir))
+    except MaterialError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    write_tree(tree, out)
+    files = sum(len(f) for f in tree.hosts.values())
+    typer.echo(f"rendered {files} files for {len(tree.hosts)} hosts into {out} "
+               f"(PKI: {len(report.created)} created, {len(report.reissued)} reissued, "
+               f"{len(report.kept)} kept in {sdir / 'pki'})")
+
+
+def _default_key(p: Plan, sdir: Path) -> Path | None:
+    """Providers that make machines keep their SSH key in the state directory."""
+    if p.cluster.spec.provider.type == "static":
+        return None
+    return sdir / "ssh" / "id_ed25519"
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the example.")] = Path(
+        "cluster.yaml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example spec."""
+    if path.exists() and not force:
+        typer.echo(f"{path} exists; pass --force to overwrite it", err=True)
+        raise typer.Exit(1)
+    path.write_text(EXAMPLE)
+    typer.echo(f"wrote {path}; next: provisioner validate {path}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the spec's JSON schema (every field with its description and default)."""
+    typer.echo(json.dumps(ClusterModel.model_json_schema(by_alias=True), indent=2))
+
+
+@app.command()
+def versions() -> None:
+    """List supported Kubernetes versions and the component versions each pins."""
+    for minor, rel in manifest.minors().items():
+        typer.echo(f"{minor}: {', '.join(rel.patches)} (default {rel.default})")
+        comps = ", ".join(f"{k} {v}" for k, v in sorted(rel.components.items()))
+        typer.echo(f"  {comps}")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def _mount_optional() -> None:
+    """Sub-command groups that live in their own modules."""
+    try:
+        from provisioner.cli_machines import app as machines_app
+    except ImportError:  # pragma: no cover - only while the provider is being built
+        return
+    app.add_typer(machines_app, name="machines", help="Local machines for nspawn clusters.")
+
+
+_mount_optional()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

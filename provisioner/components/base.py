@@ -1,0 +1,93 @@
+"""What every component knows about itself: where it runs, its service, ports, artifacts, files.
+
+Scope: the ``Component`` base class, the ``File`` record render produces, and the ``Material``
+protocol through which components read PKI and other secrets from the state directory.
+Adding a component (a CNI, a runtime) means one subclass here plus its templates.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from provisioner.plan.model import HostPlan, Plan
+    from provisioner.spec.models import Cluster
+    from provisioner.spec.topology import Machine
+
+
+@dataclass(frozen=True)
+class File:
+    """One desired file on a host."""
+
+    path: str
+    content: bytes
+    mode: int = 0o644
+    secret: bool = False  # key material: 0600, never logged, replaced by a summary in goldens
+    restarts: tuple[str, ...] = ()  # systemd units to restart when this file changes
+
+
+class Material(Protocol):
+    """Read access to generated secrets (PKI, encryption key) kept in the state directory."""
+
+    def cert(self, name: str) -> bytes:
+        """PEM certificate ``<name>.crt`` from the PKI store."""
+        ...
+
+    def key(self, name: str) -> bytes:
+        """PEM private key ``<name>.key`` from the PKI store."""
+        ...
+
+    def sa_public(self) -> bytes:
+        """Service-account public key."""
+        ...
+
+    def sa_private(self) -> bytes:
+        """Service-account private key."""
+        ...
+
+    def encryption_key(self) -> bytes:
+        """32 random bytes (base64-encoded) for Secrets encryption at rest."""
+        ...
+
+    def registry_password(self, host: str) -> str:
+        """Password of private registry ``host`` (read from its passwordFile)."""
+        ...
+
+    def registry_ca(self, host: str) -> bytes:
+        """CA bundle of private registry ``host`` (read from its caFile)."""
+        ...
+
+
+class Component(ABC):
+    """A piece of the cluster that runs on some hosts."""
+
+    name: ClassVar[str]
+    phase: ClassVar[str]
+    service: ClassVar[str | None] = None
+    ports: ClassVar[tuple[int, ...]] = ()
+    artifacts: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def runs_on(self, cluster: Cluster, machine: Machine) -> bool:
+        """True when ``machine`` runs this component."""
+
+    @abstractmethod
+    def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
+        """Every file this component needs on ``host``."""
+
+
+def pem_pair(material: Material, store_name: str, host_stem: str, restarts: tuple[str, ...]
+             ) -> list[File]:
+    """A certificate and its key from the PKI store, placed at ``<host_stem>.crt/.key``."""
+    return [
+        File(f"{host_stem}.crt", material.cert(store_name), 0o644, False, restarts),
+        File(f"{host_stem}.key", material.key(store_name), 0o600, True, restarts),
+    ]
+
+
+def flags_text(flags: list[tuple[str, str | None]]) -> str:
+    """Render ``--flag=value`` arguments, one per continued line, for a systemd ExecStart."""
+    parts = [f"--{k}" if v is None else f"--{k}={v}" for k, v in flags]
+    return " \\\n  ".join(parts)

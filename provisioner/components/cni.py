@@ -1,0 +1,86 @@
+"""Pod networking on the host side: CNI plugin binaries everywhere, and for the ``bridge`` CNI
+the per-node conflist and routes to every other node's pod subnet (no overlay, no image).
+flannel, calico and cilium write their own host config from their DaemonSets (addons phase)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, ClassVar
+
+from provisioner.components.base import Component, File, Material
+from provisioner.components.systemd import unit_file
+
+if TYPE_CHECKING:
+    from provisioner.plan.model import HostPlan, Plan
+    from provisioner.spec.models import Cluster
+    from provisioner.spec.topology import Machine
+
+NET_D = "/etc/cni/net.d"
+
+
+class CNIBridge(Component):
+    """CNI bridge plugin with host-local IPAM on this node's pod subnet, plus host routes."""
+
+    name: ClassVar[str] = "cni-bridge"
+    phase: ClassVar[str] = "node"
+    service: ClassVar[str | None] = "provisioner-pod-routes"
+    artifacts: ClassVar[tuple[str, ...]] = ("cni-plugins",)
+
+    def runs_on(self, cluster: Cluster, machine: Machine) -> bool:
+        """Nodes, when the cluster uses the bridge CNI."""
+        return machine.is_node and cluster.spec.network.cni == "bridge"
+
+    def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
+        """The conflist and a oneshot unit installing routes to the other nodes' subnets."""
+        assert host.pod_cidr is not None  # the planner assigns one to every bridge node
+        conf = {
+            "cniVersion": "1.0.0",
+            "name": "provisioner",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": True,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": str(host.pod_cidr)}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "loopback"},
+            ],
+        }
+        routes = [
+            f"/sbin/ip route replace {other.pod_cidr} via {other.address}"
+            for other in plan.nodes
+            if other.name != host.name
+        ]
+        exec_lines = tuple(f"ExecStart={r}" for r in routes)
+        return [
+            File(f"{NET_D}/10-provisioner-bridge.conflist",
+                 (json.dumps(conf, indent=2, sort_keys=True) + "\n").encode()),
+            unit_file(plan.name, "provisioner-pod-routes",
+                      "Routes to other nodes' pod subnets (provisioner bridge CNI)",
+                      "https://www.cni.dev/plugins/current/main/bridge/", "/bin/true", [],
+                      service_type="oneshot", limit_nofile=None,
+                      extra_service=("RemainAfterExit=yes", *exec_lines)),
+        ]
+
+
+class CNIPlugins(Component):
+    """The reference CNI plugin binaries in /opt/cni/bin (every CNI's pods use some)."""
+
+    name: ClassVar[str] = "cni-plugins"
+    phase: ClassVar[str] = "node"
+    artifacts: ClassVar[tuple[str, ...]] = ("cni-plugins",)
+
+    def runs_on(self, cluster: Cluster, machine: Machine) -> bool:
+        """Every node."""
+        return machine.is_node
+
+    def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
+        """Nothing rendered: binaries come from the artifacts."""
+        return []

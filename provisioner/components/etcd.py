@@ -1,0 +1,80 @@
+"""etcd: one member per etcd host, mutual TLS for peers and clients, as a systemd service."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from provisioner.components.base import Component, File, Material, pem_pair
+from provisioner.components.systemd import unit_file
+
+if TYPE_CHECKING:
+    from provisioner.plan.model import HostPlan, Plan
+    from provisioner.spec.models import Cluster
+    from provisioner.spec.topology import Machine
+
+PKI = "/etc/kubernetes/pki/etcd"
+CLIENT_PORT = 2379
+PEER_PORT = 2380
+METRICS_PORT = 2381
+
+
+def client_urls(plan: Plan) -> str:
+    """Comma-separated client URLs of every member (what the apiserver dials)."""
+    return ",".join(f"https://{h.address}:{CLIENT_PORT}" for h in plan.etcd)
+
+
+def etcd_flags(plan: Plan, host: HostPlan) -> list[tuple[str, str | None]]:
+    """The etcd server's flags for ``host``."""
+    ip = host.address
+    initial = ",".join(f"{h.name}=https://{h.address}:{PEER_PORT}" for h in plan.etcd)
+    return [
+        ("name", host.name),
+        ("data-dir", "/var/lib/etcd"),
+        ("listen-client-urls", f"https://{ip}:{CLIENT_PORT},https://127.0.0.1:{CLIENT_PORT}"),
+        ("advertise-client-urls", f"https://{ip}:{CLIENT_PORT}"),
+        ("listen-peer-urls", f"https://{ip}:{PEER_PORT}"),
+        ("initial-advertise-peer-urls", f"https://{ip}:{PEER_PORT}"),
+        ("listen-metrics-urls", f"http://127.0.0.1:{METRICS_PORT}"),
+        ("initial-cluster", initial),
+        # Only read when the data dir is empty: joining members are handled by the role.
+        ("initial-cluster-state", "new"),
+        ("initial-cluster-token", f"{plan.name}-etcd"),
+        ("client-cert-auth", "true"),
+        ("trusted-ca-file", f"{PKI}/ca.crt"),
+        ("cert-file", f"{PKI}/server.crt"),
+        ("key-file", f"{PKI}/server.key"),
+        ("peer-client-cert-auth", "true"),
+        ("peer-trusted-ca-file", f"{PKI}/ca.crt"),
+        ("peer-cert-file", f"{PKI}/peer.crt"),
+        ("peer-key-file", f"{PKI}/peer.key"),
+        # kubeadm's values: keep history bounded so the backend does not grow without end.
+        ("snapshot-count", "10000"),
+        ("auto-compaction-retention", "8"),
+    ]
+
+
+class Etcd(Component):
+    """An etcd member."""
+
+    name: ClassVar[str] = "etcd"
+    phase: ClassVar[str] = "etcd"
+    service: ClassVar[str | None] = "etcd"
+    ports: ClassVar[tuple[int, ...]] = (CLIENT_PORT, PEER_PORT, METRICS_PORT)
+    artifacts: ClassVar[tuple[str, ...]] = ("etcd", "etcdctl")
+
+    def runs_on(self, cluster: Cluster, machine: Machine) -> bool:
+        """etcd hosts (stacked on the control plane or dedicated)."""
+        return machine.is_etcd
+
+    def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
+        """Unit, CA, server/peer pairs and the health-check client pair."""
+        r = ("etcd",)
+        return [
+            unit_file(plan.name, "etcd", "etcd key-value store (provisioner)",
+                      "https://etcd.io/docs/", "/usr/local/bin/etcd", etcd_flags(plan, host),
+                      service_type="notify", limit_nofile=65536),
+            File(f"{PKI}/ca.crt", material.cert("etcd/ca"), 0o644, False, r),
+            *pem_pair(material, f"etcd/server-{host.name}", f"{PKI}/server", r),
+            *pem_pair(material, f"etcd/peer-{host.name}", f"{PKI}/peer", r),
+            *pem_pair(material, "etcd/healthcheck-client", f"{PKI}/healthcheck-client", ()),
+        ]

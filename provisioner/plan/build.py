@@ -1,0 +1,230 @@
+"""Build the plan from a validated spec: pure, deterministic, no I/O."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network, ip_address
+
+from provisioner.components import ALL
+from provisioner.pki.model import CARequest, CertRequest, PkiPlan
+from provisioner.plan.model import Endpoints, HostPlan, Phase, Plan
+from provisioner.spec.models import Cluster
+from provisioner.spec.topology import Machine, machines
+from provisioner.versions import manifest
+
+# The phase order of every run; each phase is also the name of its playbook and role.
+PHASES: tuple[tuple[str, str], ...] = (
+    ("preflight", "Check hosts before changing anything: OS, memory, ports, time, swap, SSH"),
+    ("os", "Kernel modules, sysctls, packages, users and directories"),
+    ("runtime", "containerd and the OCI runtime, registry mirrors"),
+    ("etcd", "etcd members over mutual TLS, one at a time, quorum checked"),
+    ("lb", "The apiserver load balancer"),
+    ("control-plane", "kube-apiserver, kube-controller-manager, kube-scheduler"),
+    ("node", "kubelet, kube-proxy and host-side pod networking"),
+    ("addons", "CNI, DNS and optional addons, applied from the first control-plane node"),
+    ("verify", "Named health checks of the whole cluster"),
+)
+
+
+def build_plan(cluster: Cluster) -> Plan:
+    """Plan ``cluster`` (which must come from ``spec.load``: defaults filled, rules passed)."""
+    version = cluster.spec.kubernetes_version or manifest.default_version()
+    release = manifest.release_for(version)
+    ms = machines(cluster)
+    pod_cidrs = _pod_cidrs(cluster, ms)
+    hosts = tuple(_host_plan(cluster, m, i, pod_cidrs.get(m.name)) for i, m in enumerate(ms))
+    svc = cluster.spec.network.service_cidr
+    kube_svc_ip = IPv4Address(int(svc.network_address) + 1)
+    dns_ip = IPv4Address(int(svc.network_address) + 10)
+    endpoints = _endpoints(cluster, hosts)
+    addons = _addons(cluster)
+    return Plan(
+        cluster=cluster,
+        version=version,
+        release=release,
+        hosts=hosts,
+        endpoints=endpoints,
+        kubernetes_service_ip=kube_svc_ip,
+        dns_service_ip=dns_ip,
+        pki=_pki(cluster, hosts, kube_svc_ip),
+        phases=_phases(hosts, addons),
+        addons=addons,
+    )
+
+
+def _pod_cidrs(cluster: Cluster, ms: tuple[Machine, ...]) -> dict[str, IPv4Network]:
+    """Per-node pod subnets, in node order (stable when nodes are appended)."""
+    nw = cluster.spec.network
+    if nw.cni != "bridge":
+        return {}
+    size = 2 ** (32 - nw.node_cidr_mask_size)
+    base = int(nw.pod_cidr.network_address)
+    nodes = [m for m in ms if m.is_node]
+    return {m.name: IPv4Network((base + i * size, nw.node_cidr_mask_size))
+            for i, m in enumerate(nodes)}
+
+
+def _host_plan(cluster: Cluster, m: Machine, index: int, pod_cidr: IPv4Network | None
+               ) -> HostPlan:
+    comps = [c for c in ALL if c.runs_on(cluster, m)]
+    artifacts: list[str] = []
+    for c in comps:
+        artifacts.extend(c.artifacts)
+        if c.name == "containerd":
+            artifacts.append(cluster.spec.container_runtime.oci_runtime)
+    ports = sorted({p for c in comps for p in c.ports})
+    return HostPlan(
+        machine=m,
+        index=index,
+        components=tuple(c.name for c in comps if c.service is not None or c.name == "addons"),
+        artifacts=tuple(dict.fromkeys(artifacts)),
+        ports=tuple(ports),
+        pod_cidr=pod_cidr,
+    )
+
+
+def _endpoints(cluster: Cluster, hosts: tuple[HostPlan, ...]) -> Endpoints:
+    lb = cluster.spec.load_balancer
+    port = cluster.spec.apiserver.secure_port
+    cps = [h for h in hosts if h.machine.is_control_plane]
+    if lb.mode == "localHaproxy":
+        node = f"https://127.0.0.1:{lb.port}"
+        # The controller cannot use a node's loopback: it talks to the first apiserver.
+        admin = f"https://{cps[0].address}:{port}"
+    elif lb.mode == "vip":
+        node = admin = f"https://{lb.vip}:{lb.port}"
+    else:
+        node = admin = f"https://{lb.address}:{lb.port}"
+    return Endpoints(node=node, admin=admin,
+                     lb_backends=tuple((h.name, f"{h.address}:{port}") for h in cps))
+
+
+def _addons(cluster: Cluster) -> tuple[str, ...]:
+    spec = cluster.spec
+    out = [] if spec.network.cni == "bridge" else [f"cni-{spec.network.cni}"]
+    out.append("coredns")
+    if spec.dns.node_local_dns.enabled:
+        out.append("nodelocaldns")
+    for name, addon in (("metrics-server", spec.addons.metrics_server),
+                        ("dashboard", spec.addons.dashboard),
+                        ("logging", spec.addons.logging)):
+        if addon.enabled:
+            out.append(name)
+    return tuple(out)
+
+
+def _phases(hosts: tuple[HostPlan, ...], addons: tuple[str, ...]) -> tuple[Phase, ...]:
+    by_phase = {c.name: c.phase for c in ALL}
+    out = []
+    first_cp = next(h.name for h in hosts if h.machine.is_control_plane)
+    for name, description in PHASES:
+        if name in ("preflight", "verify"):
+            targets = tuple(h.name for h in hosts)
+            children: tuple[Phase, ...] = ()
+        elif name == "addons":
+            targets = (first_cp,)
+            children = tuple(Phase(f"addons/{a}", f"Apply {a}", targets) for a in addons)
+        else:
+            comps = [c for c in ALL if c.phase == name]
+            targets = tuple(h.name for h in hosts
+                            if any(by_phase.get(c) == name for c in h.components)
+                            or (name == "os"))
+            children = tuple(
+                Phase(f"{name}/{c.name}", (c.__doc__ or "").strip().splitlines()[0],
+                      tuple(h.name for h in hosts if c.name in h.components))
+                for c in comps
+                if c.service is not None and any(c.name in h.components for h in hosts)
+            )
+        out.append(Phase(name, description, targets, children))
+    return tuple(out)
+
+
+def _san_split(values: list[str]) -> tuple[list[str], list[str]]:
+    dns, ips = [], []
+    for v in values:
+        try:
+            ip_address(v)
+            ips.append(v)
+        except ValueError:
+            dns.append(v)
+    return dns, ips
+
+
+def _pki(cluster: Cluster, hosts: tuple[HostPlan, ...], kube_svc_ip: IPv4Address) -> PkiPlan:
+    spec = cluster.spec
+    domain = spec.network.cluster_domain
+    lb = spec.load_balancer
+    cps = [h for h in hosts if h.machine.is_control_plane]
+    extra = list(spec.apiserver.extra_sans)
+    if lb.mode == "external" and lb.address:
+        extra.append(lb.address)
+    extra_dns, extra_ips = _san_split(extra)
+    api_dns = ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+               f"kubernetes.default.svc.{domain}", "localhost",
+               *(h.name for h in cps), *extra_dns]
+    api_ips = [str(kube_svc_ip), "127.0.0.1", *(str(h.address) for h in cps), *extra_ips]
+    if lb.vip is not None:
+        api_ips.append(str(lb.vip))
+    certs: list[CertRequest] = [
+        CertRequest("apiserver", "ca", "kube-apiserver", dns_names=tuple(dict.fromkeys(api_dns)),
+                    ip_addresses=tuple(dict.fromkeys(api_ips)), server=True),
+        CertRequest("apiserver-kubelet-client", "ca", "kube-apiserver-kubelet-client",
+                    client=True),
+        CertRequest("apiserver-etcd-client", "etcd/ca", "kube-apiserver-etcd-client",
+                    client=True),
+        CertRequest("front-proxy-client", "front-proxy-ca", "front-proxy-client", client=True),
+        CertRequest("controller-manager", "ca", "system:kube-controller-manager", client=True),
+        CertRequest("scheduler", "ca", "system:kube-scheduler", client=True),
+        CertRequest("admin", "ca", "kubernetes-admin", organizations=("system:masters",),
+                    client=True),
+        CertRequest("kube-proxy", "ca", "system:kube-proxy", client=True),
+        CertRequest("etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client",
+                    client=True),
+    ]
+    for h in hosts:
+        ip = str(h.address)
+        if h.machine.is_etcd:
+            certs.append(CertRequest(f"etcd/server-{h.name}", "etcd/ca", h.name,
+                                     dns_names=(h.name, "localhost"),
+                                     ip_addresses=(ip, "127.0.0.1"), server=True, client=True))
+            certs.append(CertRequest(f"etcd/peer-{h.name}", "etcd/ca", h.name,
+                                     dns_names=(h.name,), ip_addresses=(ip,), server=True,
+                                     client=True))
+        if h.machine.is_node:
+            certs.append(CertRequest(f"kubelet/{h.name}-client", "ca", f"system:node:{h.name}",
+                                     organizations=("system:nodes",), client=True))
+            certs.append(CertRequest(f"kubelet/{h.name}-serving", "ca", f"system:node:{h.name}",
+                                     organizations=("system:nodes",), dns_names=(h.name,),
+                                     ip_addresses=(ip,), server=True))
+    return PkiPlan(
+        cas=(CARequest("ca", "kubernetes-ca"), CARequest("etcd/ca", "etcd-ca"),
+             CARequest("front-proxy-ca", "kubernetes-front-proxy-ca")),
+        certs=tuple(certs),
+    )
+
+
+class PhaseSelectionError(ValueError):
+    """``--only``/``--skip`` named a phase that does not exist."""
+
+
+def select_phases(plan: Plan, only: list[str] | None, skip: list[str] | None
+                  ) -> tuple[Phase, ...]:
+    """The phases to run, in order: ``only`` (phases or sub-phases) minus ``skip``."""
+    known = {p.name: p for p in plan.all_phases()}
+    for opt, names in (("--only", only), ("--skip", skip)):
+        for n in names or []:
+            if n not in known:
+                raise PhaseSelectionError(
+                    f"{opt} {n!r}: no such phase; known phases: "
+                    + ", ".join(p.name for p in plan.phases)
+                    + " (sub-phases: phase/component, see `provisioner plan`)"
+                )
+    chosen: list[Phase] = []
+    skipped = set(skip or [])
+    for p in plan.all_phases():
+        parent = p.name.split("/")[0]
+        wanted = only is None or p.name in only or parent in (only or [])
+        if p.name in skipped or parent in skipped:
+            continue
+        if wanted:
+            chosen.append(p)
+    return tuple(chosen)

@@ -1,0 +1,92 @@
+"""Secrets render reads: the PKI store and generated keys in the cluster's state directory.
+
+``prepare`` creates what is missing (certificates, the encryption-at-rest key) and keeps
+what exists, so renders are stable across runs. User-supplied secrets (registry password,
+CA) are read from the files the spec names, relative to the spec's directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner.pki import PkiReport, ensure_pki
+from provisioner.plan.model import Plan
+from provisioner.state import private_dir, write_private
+
+
+class MaterialError(ValueError):
+    """A secret the spec refers to cannot be read (the message names the field, not the data)."""
+
+
+@dataclass(frozen=True)
+class StateMaterial:
+    """Material read from a state directory."""
+
+    plan: Plan
+    pki_dir: Path
+    secrets_dir: Path
+    spec_dir: Path
+
+    def cert(self, name: str) -> bytes:
+        """PEM certificate from the PKI store."""
+        return (self.pki_dir / f"{name}.crt").read_bytes()
+
+    def key(self, name: str) -> bytes:
+        """PEM private key from the PKI store."""
+        return (self.pki_dir / f"{name}.key").read_bytes()
+
+    def sa_public(self) -> bytes:
+        """Service-account public key."""
+        return (self.pki_dir / "sa.pub").read_bytes()
+
+    def sa_private(self) -> bytes:
+        """Service-account private key."""
+        return (self.pki_dir / "sa.key").read_bytes()
+
+    def encryption_key(self) -> bytes:
+        """Base64 of 32 random bytes, made once."""
+        return (self.secrets_dir / "encryption-key").read_bytes().strip()
+
+    def _private(self, host: str) -> tuple[int, object]:
+        for i, p in enumerate(self.plan.cluster.spec.registries.private):
+            if p.host == host:
+                return i, p
+        raise MaterialError(f"no private registry {host!r} in spec.registries.private")
+
+    def registry_password(self, host: str) -> str:
+        """Password from the registry's passwordFile."""
+        i, p = self._private(host)
+        path = getattr(p, "password_file", None)
+        assert path is not None
+        return self._read(path, f"spec.registries.private[{i}].passwordFile").decode().strip()
+
+    def registry_ca(self, host: str) -> bytes:
+        """CA bundle from the registry's caFile."""
+        i, p = self._private(host)
+        path = getattr(p, "ca_file", None)
+        assert path is not None
+        return self._read(path, f"spec.registries.private[{i}].caFile")
+
+    def _read(self, path: Path, field: str) -> bytes:
+        full = path if path.is_absolute() else self.spec_dir / path
+        try:
+            return full.read_bytes()
+        except OSError as exc:
+            raise MaterialError(f"{field}: cannot read {full}: {exc.strerror}; "
+                                "fix the path (relative paths start at the spec's folder)"
+                                ) from None
+
+
+def prepare(plan: Plan, state_dir: Path, spec_dir: Path,
+            renew: frozenset[str] = frozenset()) -> tuple[StateMaterial, PkiReport]:
+    """Ensure PKI and generated secrets exist under ``state_dir``; return a reader."""
+    pki_dir = private_dir(state_dir / "pki")
+    report = ensure_pki(plan.pki, pki_dir, renew)
+    secrets_dir = private_dir(state_dir / "secrets")
+    key_file = secrets_dir / "encryption-key"
+    if not key_file.exists():
+        write_private(key_file, base64.b64encode(secrets.token_bytes(32)) + b"\n")
+    return StateMaterial(plan, pki_dir, secrets_dir, spec_dir), report

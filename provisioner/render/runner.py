@@ -1,0 +1,102 @@
+"""The ansible-runner private data dir: inventory, extravars and Ansible settings.
+
+Layout (ansible-runner's): ``inventory/hosts.yml`` with kubespray's group names,
+``env/extravars`` (component-prefixed variables), ``env/envvars`` (Ansible settings chosen
+for speed: pipelining, SSH ControlPersist, forks >= hosts, facts only when asked) and
+``env/settings``. The playbooks themselves are linked in by the executor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provisioner.plan.model import Plan
+from provisioner.spec.topology import Role
+
+
+def _yaml(data: Any) -> bytes:
+    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False).encode()
+
+
+def inventory(plan: Plan, ssh_key: Path | None) -> dict[str, Any]:
+    """Ansible YAML inventory: groups kube_control_plane, etcd, kube_node, k8s_cluster."""
+    hostvars: dict[str, dict[str, Any]] = {}
+    for h in plan.hosts:
+        m = h.machine
+        key = m.ssh_key or ssh_key
+        v: dict[str, Any] = {
+            "ansible_host": str(m.address),
+            "ansible_user": m.ssh_user,
+            "ansible_port": m.ssh_port,
+            "provisioner_host_index": h.index,
+        }
+        if key is not None:
+            v["ansible_ssh_private_key_file"] = str(key)
+        if m.ssh_user != "root":
+            v["ansible_become"] = True
+        if h.pod_cidr is not None:
+            v["provisioner_pod_cidr"] = str(h.pod_cidr)
+        hostvars[h.name] = v
+    groups: dict[str, Any] = {}
+    for role in Role:
+        groups[role.value] = {"hosts": {h.name: None for h in plan.hosts
+                                        if role in h.machine.roles}}
+    groups["k8s_cluster"] = {"children": {Role.CONTROL_PLANE.value: None, Role.NODE.value: None}}
+    groups["lb"] = {"hosts": {h.name: None for h in plan.hosts
+                              if "haproxy" in h.components or "keepalived" in h.components}}
+    return {"all": {"hosts": hostvars, "children": groups}}
+
+
+def extravars(plan: Plan) -> dict[str, Any]:
+    """Variables every playbook sees, prefixed by component (kubespray's convention)."""
+    spec = plan.cluster.spec
+    out: dict[str, Any] = {
+        "provisioner_cluster_name": plan.name,
+        "provisioner_phases": [p.name for p in plan.all_phases()],
+        "kube_version": plan.version,
+        "kube_minor": plan.minor,
+        "kube_apiserver_port": spec.apiserver.secure_port,
+        "kube_apiserver_endpoint": plan.endpoints.node,
+        "kube_service_ip": str(plan.kubernetes_service_ip),
+        "kube_dns_ip": str(plan.dns_service_ip),
+        "kube_addons": list(plan.addons),
+        "kube_first_control_plane": plan.control_plane[0].name,
+        "kube_proxy_mode": spec.network.kube_proxy_mode,
+        "container_runtime_oci": spec.container_runtime.oci_runtime,
+        "lb_mode": spec.load_balancer.mode,
+        "lb_port": spec.load_balancer.port,
+        "network_cni": spec.network.cni,
+        "artifacts_source": spec.artifacts.source,
+    }
+    for name, version in sorted(plan.release.components.items()):
+        out[f"{name}_version"] = version
+    return out
+
+
+def envvars(plan: Plan) -> dict[str, str]:
+    """Ansible settings chosen for speed and for unattended runs."""
+    return {
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s "
+        "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR",
+        "ANSIBLE_FORKS": str(max(10, len(plan.hosts))),
+        # Facts are gathered by the tasks that need them, not on every play.
+        "ANSIBLE_GATHERING": "explicit",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+        "ANSIBLE_TIMEOUT": "20",
+    }
+
+
+def runner_files(plan: Plan, ssh_key: Path | None) -> dict[str, bytes]:
+    """Relative path -> content of the private data dir."""
+    return {
+        "inventory/hosts.yml": _yaml(inventory(plan, ssh_key)),
+        "env/extravars": _yaml(extravars(plan)),
+        "env/envvars": _yaml(envvars(plan)),
+        "env/settings": _yaml({"suppress_ansible_output": True, "job_timeout": 3600}),
+    }

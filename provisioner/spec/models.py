@@ -1,0 +1,394 @@
+"""The cluster spec: typed pydantic models of the ``provisioner.dev/v1alpha1`` ``Cluster`` document.
+
+Scope: shape and per-field rules only (types, choices, ranges, formats). Rules that relate
+fields to each other (CIDR overlaps, host references, counts) live in ``spec.rules`` so that
+all of them are reported at once. Every user-facing option is documented on its field; the
+JSON schema (``provisioner schema``) carries those descriptions.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+API_VERSION = "provisioner.dev/v1alpha1"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HOSTPORT = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?$")
+_URL = re.compile(r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[^\s]*)?$")
+
+
+def _invalid(kind: str, message: str, hint: str) -> PydanticCustomError:
+    """A field error whose fix travels in ``ctx["hint"]`` (``spec.load`` shows it as the fix)."""
+    return PydanticCustomError(kind, message, {"hint": hint})
+
+
+def _port_ok(hostport: str) -> bool:
+    _, _, port = hostport.partition(":")
+    return not port or 1 <= int(port) <= 65535
+
+
+def _dns_label(value: str) -> str:
+    if len(value) > 63 or not _DNS_LABEL.match(value):
+        raise _invalid(
+            "dns_label",
+            f"{value!r} is not a valid name",
+            "use lowercase letters, digits and '-', starting and ending with a letter or digit, "
+            "at most 63 characters",
+        )
+    return value
+
+
+def _registry_host(value: str) -> str:
+    host = value.split(":")[0]
+    if (
+        not _HOSTPORT.match(value)
+        or ("." not in host and host != "localhost")
+        or not _port_ok(value)
+    ):
+        raise _invalid(
+            "registry_host",
+            f"{value!r} is not a registry host",
+            "write a lowercase host name with an optional port, e.g. 'hub.test.com' or "
+            "'registry.local:5000' (no scheme, no path)",
+        )
+    return value
+
+
+def _http_url(value: str) -> str:
+    match = _URL.match(value)
+    hostport = value.split("://", 1)[-1].split("/", 1)[0]
+    if not match or not _port_ok(hostport):
+        raise _invalid(
+            "http_url",
+            f"{value!r} is not an http(s) URL",
+            "write e.g. 'https://mirror.example.com/k8s' (scheme, host, optional port and path)",
+        )
+    return value.rstrip("/")
+
+
+def _cidr_text(value: object) -> object:
+    # IPv4Network would take "10.244.0.0" (or even an int) as a /32: a CIDR must say its prefix.
+    if isinstance(value, IPv4Network) or (isinstance(value, str) and "/" in value):
+        return value
+    raise _invalid(
+        "cidr_prefix",
+        f"{value!r} is not in CIDR form (address/prefix)",
+        "write the prefix length too, e.g. 10.244.0.0/16",
+    )
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+RegistryHost = Annotated[str, AfterValidator(_registry_host)]
+HttpURL = Annotated[str, AfterValidator(_http_url)]
+Cidr = Annotated[IPv4Network, BeforeValidator(_cidr_text)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Model(BaseModel):
+    """Base: camelCase keys in YAML, unknown keys refused, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class Metadata(Model):
+    """Cluster identity."""
+
+    name: Annotated[DnsLabel, Field(max_length=20)] = Field(
+        description="Cluster name: a DNS label of at most 20 characters; prefixes generated "
+        "machine names, so keep it short."
+    )
+
+
+class SSH(Model):
+    """How the controller reaches hosts over SSH."""
+
+    user: str = Field("root", description="Login user; must be root or have password-less sudo.")
+    private_key_file: Path | None = Field(
+        None,
+        description="Private key for the login. Required for the static provider; the nspawn "
+        "and vagrant providers make or find one themselves.",
+    )
+    port: Port = Field(22, description="SSH port.")
+
+
+class HostSSH(Model):
+    """Per-host SSH overrides."""
+
+    user: str | None = None
+    private_key_file: Path | None = None
+    port: Port | None = None
+
+
+class Host(Model):
+    """One machine. Required for the static provider; optional (generated) otherwise."""
+
+    name: DnsLabel = Field(description="Host name; becomes the Kubernetes node name.")
+    address: IPv4Address = Field(description="Address other hosts and the controller use.")
+    ssh: HostSSH | None = Field(None, description="Overrides of spec.ssh for this host.")
+
+
+class NspawnProvider(Model):
+    """Local machines: systemd-nspawn containers on this Linux host."""
+
+    type: Literal["nspawn"]
+    bridge: Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[a-zA-Z0-9_-]+$")] = Field(
+        "provbr0",
+        description="Host bridge the machines attach to (shared between clusters): a Linux "
+        "interface name of letters, digits, '-' and '_', at most 15 characters.",
+    )
+    subnet: Cidr = Field(
+        IPv4Network("192.168.56.0/24"),
+        description="Machine network; the bridge takes the first address.",
+    )
+    first_host_offset: Annotated[int, Field(ge=2, le=250)] = Field(
+        11, description="Generated machines get addresses from subnet start + this offset."
+    )
+    suite: Literal["bookworm"] = Field("bookworm", description="Debian release of the image.")
+    debian_mirror: HttpURL = Field(
+        "http://deb.debian.org/debian",
+        description="Debian mirror for the base image and, through the apt proxy, the nodes.",
+    )
+    apt_proxy: bool = Field(
+        True, description="Run an apt proxy on the bridge address so nodes can install packages."
+    )
+
+
+class VagrantProvider(Model):
+    """Virtual machines through Vagrant (libvirt or VirtualBox)."""
+
+    type: Literal["vagrant"]
+    box: str = Field(
+        "provisioner/debian12",
+        description="Vagrant box; the default is built locally by `provisioner vagrant box`.",
+    )
+    vagrant_provider: Literal["libvirt", "virtualbox"] = Field("libvirt")
+    memory_mib: Annotated[int, Field(ge=1024)] = Field(2048, description="Memory per VM.")
+    cpus: Annotated[int, Field(ge=1, le=64)] = Field(2, description="vCPUs per VM.")
+    subnet: Cidr = Field(IPv4Network("192.168.56.0/24"), description="Private network.")
+    first_host_offset: Annotated[int, Field(ge=2, le=250)] = 11
+    libvirt_driver: Literal["auto", "kvm", "qemu"] = Field(
+        "auto", description="`qemu` (software emulation) where there is no usable /dev/kvm."
+    )
+    boot_timeout: Annotated[int, Field(ge=60)] = Field(
+        900, description="Seconds Vagrant waits for a VM to boot (long under emulation)."
+    )
+
+
+class StaticProvider(Model):
+    """Existing hosts (cloud VMs, bare metal) reached over SSH; list them in spec.hosts."""
+
+    type: Literal["static"]
+    cloud: Literal["none", "aws", "gcp", "azure", "openstack"] = Field(
+        "none",
+        description="Cloud the hosts run in; anything but `none` adds the "
+        "cloud-controller-manager.",
+    )
+
+
+Provider = Annotated[
+    NspawnProvider | VagrantProvider | StaticProvider, Field(discriminator="type")
+]
+
+
+class ControlPlane(Model):
+    """Control-plane nodes: kube-apiserver, kube-controller-manager, kube-scheduler."""
+
+    count: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="1, 3 or 5 (1 leader + standbys). Default 1, or len(hosts)."
+    )
+    hosts: list[DnsLabel] | None = Field(None, description="Names from spec.hosts.")
+
+
+class Workers(Model):
+    """Worker nodes: kubelet, kube-proxy and the runtime, no control plane."""
+
+    count: Annotated[int, Field(ge=0)] | None = Field(None, description="Default 0, or len(hosts).")
+    hosts: list[DnsLabel] | None = Field(None, description="Names from spec.hosts.")
+
+
+class Etcd(Model):
+    """Placement of the etcd cluster (TLS everywhere: peer, server and client)."""
+
+    placement: Literal["controlPlane", "dedicated"] = Field(
+        "controlPlane",
+        description="`controlPlane`: one member per control-plane node (stacked, as kubeadm). "
+        "`dedicated`: a separate etcd group.",
+    )
+    count: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Members of a dedicated group: 1, 3 or 5."
+    )
+    hosts: list[DnsLabel] | None = Field(None, description="Names from spec.hosts (dedicated).")
+
+
+class ContainerRuntime(Model):
+    """The container runtime on every node."""
+
+    name: Literal["containerd"] = "containerd"
+    oci_runtime: Literal["runc", "crun"] = Field("runc", description="Low-level OCI runtime.")
+
+
+class Network(Model):
+    """Cluster networking."""
+
+    cni: Literal["bridge", "flannel", "calico", "cilium"] = Field(
+        "bridge",
+        description="`bridge`: CNI bridge plugin with per-node pod subnets and host routes "
+        "(no overlay, no image needed); flannel (VXLAN), calico, cilium: addon manifests.",
+    )
+    pod_cidr: Cidr = Field(IPv4Network("10.244.0.0/16"), alias="podCIDR")
+    service_cidr: Cidr = Field(IPv4Network("10.96.0.0/12"), alias="serviceCIDR")
+    node_cidr_mask_size: Annotated[int, Field(ge=16, le=28)] = Field(
+        24, alias="nodeCIDRMaskSize", description="Prefix length of each node's pod subnet."
+    )
+    cluster_domain: str = Field(
+        "cluster.local",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="DNS domain of the cluster: lowercase labels separated by dots, "
+        "e.g. cluster.local.",
+    )
+    kube_proxy_mode: Literal["iptables", "ipvs"] = Field(
+        "iptables", description="`ipvs` needs IPVS in the host kernels (not on nspawn here)."
+    )
+
+
+class NodeLocalDNS(Model):
+    """A DNS cache on every node (link-local address)."""
+
+    enabled: bool = False
+    address: IPv4Address = Field(IPv4Address("169.254.20.10"))
+
+
+class DNS(Model):
+    """Cluster DNS."""
+
+    provider: Literal["coredns"] = "coredns"
+    replicas: Annotated[int, Field(ge=1, le=10)] = 2
+    upstream_servers: list[IPv4Address] = Field(
+        default_factory=list, description="Forwarders; empty = the nodes' /etc/resolv.conf."
+    )
+    node_local_dns: NodeLocalDNS = Field(default_factory=NodeLocalDNS, alias="nodeLocalDNS")
+
+
+class Addon(Model):
+    """An optional addon."""
+
+    enabled: bool
+
+
+class Addons(Model):
+    """Optional addons (the CNI and DNS are configured above)."""
+
+    metrics_server: Addon = Field(default_factory=lambda: Addon(enabled=True))
+    dashboard: Addon = Field(default_factory=lambda: Addon(enabled=False))
+    logging: Addon = Field(
+        default_factory=lambda: Addon(enabled=False),
+        description="Cluster logging: a fluent-bit DaemonSet.",
+    )
+
+
+class RegistryMirror(Model):
+    """Pull ``registry`` through ``endpoints`` (tried in order, then the registry itself)."""
+
+    registry: RegistryHost = Field(description="e.g. docker.io, registry.k8s.io")
+    endpoints: Annotated[list[HttpURL], Field(min_length=1)]
+
+
+class PrivateRegistry(Model):
+    """A private registry such as ``hub.test.com``; secrets are referenced, never inlined."""
+
+    host: RegistryHost
+    ca_file: Path | None = Field(None, description="CA bundle (PEM) the registry is signed by.")
+    username: str | None = None
+    password_file: Path | None = Field(None, description="File holding the password.")
+    insecure_skip_verify: bool = False
+
+
+class Registries(Model):
+    """Image registries and mirrors, written into containerd's configuration."""
+
+    mirrors: list[RegistryMirror] = Field(default_factory=list)
+    private: list[PrivateRegistry] = Field(default_factory=list)
+    pause_image_registry: RegistryHost = Field(
+        "registry.k8s.io", description="Where the sandbox (pause) image is pulled from."
+    )
+
+
+class LoadBalancer(Model):
+    """How clients reach the apiservers."""
+
+    mode: Literal["localHaproxy", "vip", "external"] = Field(
+        "localHaproxy",
+        description="`localHaproxy`: haproxy on every node at 127.0.0.1:port forwarding to all "
+        "apiservers. `vip`: keepalived VIP + haproxy on the control-plane nodes. `external`: "
+        "a load balancer you run at `address`.",
+    )
+    port: Port = Field(8443, description="Load balancer port (apiservers listen on 6443).")
+    vip: IPv4Address | None = Field(None, description="Virtual IP for mode `vip`.")
+    virtual_router_id: Annotated[int, Field(ge=1, le=255)] = 51
+    address: str | None = Field(None, description="Host name or IP for mode `external`.")
+
+
+class Artifacts(Model):
+    """Where binaries come from: downloaded once to the controller, verified, copied."""
+
+    source: Literal["online", "mirror", "local"] = Field(
+        "online",
+        description="`online`: official release URLs; `mirror`: the same layout over HTTP "
+        "at `mirrorURL`; `local`: a directory or bundle tarball at `path`.",
+    )
+    mirror_url: HttpURL | None = Field(None, alias="mirrorURL")
+    path: Path | None = None
+
+
+class APIServer(Model):
+    """kube-apiserver settings."""
+
+    secure_port: Port = Field(6443, description="Port each apiserver listens on.")
+    extra_sans: list[str] = Field(
+        default_factory=list, alias="extraSANs", description="More names/IPs for its cert."
+    )
+    encryption_at_rest: bool = Field(True, description="Encrypt Secrets in etcd (aescbc).")
+    audit_log: bool = Field(True, description="Write an audit log on each control-plane node.")
+
+
+class ClusterSpec(Model):
+    """Everything about the cluster."""
+
+    kubernetes_version: str | None = Field(
+        None, description="A supported version (see `provisioner versions`); default newest."
+    )
+    provider: Provider
+    ssh: SSH = Field(default_factory=SSH)
+    hosts: list[Host] = Field(default_factory=list)
+    control_plane: ControlPlane = Field(default_factory=ControlPlane)
+    workers: Workers = Field(default_factory=Workers)
+    etcd: Etcd = Field(default_factory=Etcd)
+    container_runtime: ContainerRuntime = Field(default_factory=ContainerRuntime)
+    network: Network = Field(default_factory=Network)
+    dns: DNS = Field(default_factory=DNS)
+    addons: Addons = Field(default_factory=Addons)
+    registries: Registries = Field(default_factory=Registries)
+    load_balancer: LoadBalancer = Field(default_factory=LoadBalancer)
+    artifacts: Artifacts = Field(default_factory=Artifacts)
+    apiserver: APIServer = Field(default_factory=APIServer)
+
+
+class Cluster(Model):
+    """The top-level document."""
+
+    api_version: Literal["provisioner.dev/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Cluster"]
+    metadata: Metadata
+    spec: ClusterSpec

@@ -1,0 +1,507 @@
+"""Cross-field rules of the cluster spec, each reporting the field path and the fix.
+
+Scope: everything pydantic cannot see from one field alone: counts and quorum, host
+references, address plans and CIDR overlaps, choices that the provider cannot honour, and
+settings that only make sense together. ``check(cluster)`` returns every issue at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator
+from ipaddress import IPv4Address, IPv4Network, ip_address
+
+from provisioner.spec.errors import SpecIssue
+from provisioner.spec.models import Cluster, NspawnProvider, StaticProvider, VagrantProvider
+from provisioner.spec.topology import (
+    control_plane_count,
+    etcd_dedicated_count,
+    generated,
+    machine_network,
+    machines,
+)
+from provisioner.versions import manifest
+
+Rule = Callable[[Cluster], Iterator[SpecIssue]]
+_RULES: list[Rule] = []
+_QUORUM_SIZES = (1, 3, 5)
+_SMALLEST_SUBNET = 29  # prefix length: network, host side, broadcast and 5 machines
+# kube-controller-manager refuses node subnets more than 16 bits longer than the cluster CIDR.
+_MAX_NODE_MASK_DIFF = 16
+_DNS_NAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def rule(fn: Rule) -> Rule:
+    """Register a rule; rules run in definition order."""
+    _RULES.append(fn)
+    return fn
+
+
+def check(cluster: Cluster) -> list[SpecIssue]:
+    """Run every rule; host-address rules run only when host references are sound."""
+    issues: list[SpecIssue] = []
+    for r in _RULES:
+        if r in _NEEDS_SOUND_HOSTS and issues_about_hosts(issues):
+            continue
+        issues.extend(r(cluster))
+    return issues
+
+
+def issues_about_hosts(issues: list[SpecIssue]) -> bool:
+    """True when earlier issues make host resolution unreliable."""
+    roots = ("spec.hosts", "spec.controlPlane", "spec.workers", "spec.etcd", "spec.provider")
+    return any(i.path.startswith(roots) for i in issues)
+
+
+def _quorum_issue(path: str, what: str, n: int, unit: str = "members") -> Iterator[SpecIssue]:
+    if n == 0:
+        yield SpecIssue(path, f"{what} needs at least 1 {unit.removesuffix('s')}, got 0",
+                        "use 1, 3 or 5")
+    elif n % 2 == 0:
+        near = [str(s) for s in (n - 1, n + 1) if s in _QUORUM_SIZES] or ["5"]
+        yield SpecIssue(
+            path,
+            f"{what} has an even number of {unit} ({n}): etcd quorum is a majority, so {n} "
+            f"tolerates no more failures than {n - 1}",
+            f"use {' or '.join(near)} (supported: 1, 3, 5)",
+        )
+    elif n not in _QUORUM_SIZES:
+        yield SpecIssue(path, f"{what} has {n} {unit}; supported sizes are 1, 3 and 5",
+                        "use 5 for the highest availability")
+
+
+@rule
+def version_supported(cluster: Cluster) -> Iterator[SpecIssue]:
+    """The Kubernetes version must be in the versions manifest."""
+    v = cluster.spec.kubernetes_version
+    if v is None:
+        return
+    supported = manifest.supported_versions()
+    bare = v.removeprefix("v")
+    if bare in supported:
+        if bare != v:
+            yield SpecIssue("spec.kubernetesVersion", f"{v!r} has a leading 'v'",
+                            f"write {bare!r}")
+        return
+    minor = ".".join(bare.split(".")[:2])
+    same = [s for s in supported if s.startswith(minor + ".")]
+    hint = (f"choose a {minor} release: {', '.join(same)}" if same
+            else f"choose one of: {', '.join(supported)}")
+    if bare != v:
+        hint = f"drop the leading 'v' and {hint}"
+    yield SpecIssue("spec.kubernetesVersion", f"{v!r} is not a supported version", hint)
+
+
+@rule
+def control_plane_shape(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Odd control-plane count (1, 3, 5); count and host list agree."""
+    cp = cluster.spec.control_plane
+    if cp.hosts is not None and cp.count is not None and cp.count != len(cp.hosts):
+        yield SpecIssue("spec.controlPlane.count",
+                        f"count is {cp.count} but {len(cp.hosts)} hosts are listed",
+                        "drop count or make it match the host list")
+        return
+    path = "spec.controlPlane.hosts" if cp.hosts is not None else "spec.controlPlane.count"
+    n = control_plane_count(cluster)
+    if cluster.spec.etcd.placement == "controlPlane":
+        yield from _quorum_issue(path, "the control plane (with stacked etcd)", n, "nodes")
+    elif n == 0:
+        yield SpecIssue(path, "the control plane needs at least 1 node", "use 1, 3 or 5")
+    elif n % 2 == 0 or n not in _QUORUM_SIZES:
+        yield SpecIssue(path, f"{n} control-plane nodes; supported counts are 1, 3 and 5",
+                        "use 1, 3 or 5 (1 leader + 2 or 4 standbys)")
+
+
+@rule
+def etcd_shape(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Dedicated etcd: odd member count; stacked etcd takes no count or hosts."""
+    etcd = cluster.spec.etcd
+    if etcd.placement == "controlPlane":
+        if etcd.count is not None:
+            yield SpecIssue("spec.etcd.count", "count is only for placement 'dedicated'; stacked "
+                            "etcd has one member per control-plane node",
+                            "remove spec.etcd.count or set spec.etcd.placement: dedicated")
+        if etcd.hosts is not None:
+            yield SpecIssue("spec.etcd.hosts", "hosts are only for placement 'dedicated'",
+                            "remove spec.etcd.hosts or set spec.etcd.placement: dedicated")
+        return
+    if etcd.hosts is not None and etcd.count is not None and etcd.count != len(etcd.hosts):
+        yield SpecIssue("spec.etcd.count", f"count is {etcd.count} but {len(etcd.hosts)} hosts "
+                        "are listed", "drop count or make it match the host list")
+        return
+    path = "spec.etcd.hosts" if etcd.hosts is not None else "spec.etcd.count"
+    yield from _quorum_issue(path, "the dedicated etcd group", etcd_dedicated_count(cluster))
+
+
+@rule
+def workers_shape(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Worker count and host list agree."""
+    w = cluster.spec.workers
+    if w.hosts is not None and w.count is not None and w.count != len(w.hosts):
+        yield SpecIssue("spec.workers.count", f"count is {w.count} but {len(w.hosts)} hosts are "
+                        "listed", "drop count or make it match the host list")
+
+
+@rule
+def hosts_listed(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Static clusters list their hosts; names and addresses are unique; references exist."""
+    spec = cluster.spec
+    if isinstance(spec.provider, StaticProvider) and not spec.hosts:
+        yield SpecIssue("spec.hosts", "the static provider needs the hosts listed",
+                        "add entries with name and address under spec.hosts")
+        return
+    seen_names: dict[str, int] = {}
+    seen_addrs: dict[IPv4Address, int] = {}
+    for i, h in enumerate(spec.hosts):
+        if h.name in seen_names:
+            yield SpecIssue(f"spec.hosts[{i}].name", f"duplicate host name {h.name!r} (also "
+                            f"spec.hosts[{seen_names[h.name]}])", "give each host its own name")
+        else:
+            seen_names[h.name] = i
+        if h.address in seen_addrs:
+            yield SpecIssue(f"spec.hosts[{i}].address", f"duplicate address {h.address} (also "
+                            f"spec.hosts[{seen_addrs[h.address]}])",
+                            "give each host its own address")
+        else:
+            seen_addrs[h.address] = i
+        if h.address.is_loopback or h.address.is_unspecified or h.address.is_multicast:
+            yield SpecIssue(f"spec.hosts[{i}].address", f"{h.address} is a loopback, unspecified "
+                            "or multicast address: other hosts cannot reach it",
+                            "use the host's address on the network the hosts share")
+    if not spec.hosts:
+        for field in ("controlPlane", "workers", "etcd"):
+            if getattr(spec, _snake(field)).hosts is not None:
+                yield SpecIssue(f"spec.{field}.hosts", "host names are given but spec.hosts is "
+                                "empty", "list the hosts under spec.hosts or use count")
+        return
+    yield from _role_groups(cluster, list(seen_names))
+
+
+def _role_groups(cluster: Cluster, names: list[str]) -> Iterator[SpecIssue]:
+    """Role-group references of listed hosts: known, one group per host, nothing left over."""
+    spec = cluster.spec
+    assigned: dict[str, str] = {}
+    cp = spec.control_plane
+    if cp.hosts is None:
+        ncp = control_plane_count(cluster)
+        if ncp > len(names):
+            yield SpecIssue("spec.controlPlane.count", f"count {ncp} exceeds the {len(names)} "
+                            "listed hosts", "list the control-plane hosts by name")
+        # Without a list, the control plane is the first `count` hosts (topology.layout).
+        implicit = f"the control plane (the first {ncp} of spec.hosts)"
+        assigned.update(dict.fromkeys(names[:ncp], implicit))
+    for field in ("controlPlane", "etcd", "workers"):
+        refs = getattr(spec, _snake(field)).hosts
+        group = f"spec.{field}.hosts"
+        for j, name in enumerate(refs or []):
+            path = f"{group}[{j}]"
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                yield SpecIssue(path, f"{name!r} is not in spec.hosts",
+                                f"did you mean {close[0]!r}?" if close
+                                else "add the host to spec.hosts or fix the name")
+            elif assigned.get(name) == group:
+                yield SpecIssue(path, f"host {name!r} is listed twice in {group}",
+                                "list each host once")
+            elif name in assigned:
+                fix = ("list spec.controlPlane.hosts by name" if assigned[name].startswith("the")
+                       else "keep it in one group")
+                yield SpecIssue(path, f"host {name!r} is already in {assigned[name]}",
+                                f"a host has one role group (control-plane nodes run kubelet "
+                                f"too): {fix}")
+            else:
+                assigned[name] = group
+    etcd = spec.etcd
+    if etcd.placement == "dedicated" and etcd.hosts is None:
+        yield SpecIssue("spec.etcd.hosts", "dedicated etcd on listed hosts needs the etcd "
+                        "hosts named", "list them under spec.etcd.hosts (count alone only "
+                        "works for generated machines)")
+    rest = [n for n in names if n not in assigned]
+    w = spec.workers
+    if w.hosts is None and w.count is not None and w.count != len(rest):
+        yield SpecIssue("spec.workers.count", f"count is {w.count} but {len(rest)} listed hosts "
+                        "are left for workers", "drop count (workers are the hosts in no other "
+                        "group) or name them in spec.workers.hosts")
+    if w.hosts is not None:
+        for n in rest:
+            yield SpecIssue(f"spec.hosts[{names.index(n)}]", f"host {n!r} is in no role group",
+                            "add it to spec.workers.hosts (or another group) or remove it")
+
+
+def _snake(camel: str) -> str:
+    return re.sub(r"([A-Z])", r"_\1", camel).lower()
+
+
+@rule
+def static_needs_key(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Static hosts need an SSH key: there is no provider to make one."""
+    spec = cluster.spec
+    if not isinstance(spec.provider, StaticProvider) or spec.ssh.private_key_file is not None:
+        return
+    for i, h in enumerate(spec.hosts):
+        if h.ssh is None or h.ssh.private_key_file is None:
+            yield SpecIssue(f"host {h.name}", "no SSH private key for a static host",
+                            f"set spec.ssh.privateKeyFile (or spec.hosts[{i}].ssh.privateKeyFile)")
+
+
+@rule
+def generated_fit(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Generated machine names and addresses fit their limits."""
+    if not generated(cluster):
+        return
+    net = machine_network(cluster)
+    provider = cluster.spec.provider
+    assert net is not None and isinstance(provider, NspawnProvider | VagrantProvider)
+    if net.prefixlen > _SMALLEST_SUBNET:
+        return  # provider_network reports the subnet itself
+    total = control_plane_count(cluster) + etcd_dedicated_count(cluster) + \
+        (cluster.spec.workers.count or 0)
+    last = int(net.network_address) + provider.first_host_offset + total - 1
+    if last >= int(net.broadcast_address):
+        yield SpecIssue("spec.provider.subnet", f"{total} machines from offset "
+                        f"{provider.first_host_offset} do not fit in {net} (the last would be "
+                        f"{IPv4Address(last)})",
+                        "use a larger subnet or a smaller firstHostOffset")
+
+
+@rule
+def provider_network(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Machines of nspawn/vagrant sit inside the provider subnet, off its reserved addresses."""
+    net = machine_network(cluster)
+    if net is None:
+        return
+    if net.prefixlen > _SMALLEST_SUBNET:
+        yield SpecIssue("spec.provider.subnet", f"{net} is too small for machines",
+                        "use a /24 such as 192.168.56.0/24")
+        return
+    gateway = IPv4Address(int(net.network_address) + 1)
+    for i, h in enumerate(cluster.spec.hosts):
+        if h.address not in net:
+            yield SpecIssue(f"spec.hosts[{i}].address", f"{h.address} is outside the provider "
+                            f"subnet {net}", f"pick an address in {net}")
+        elif (what := _reserved(net, h.address)) is not None:
+            yield SpecIssue(f"spec.hosts[{i}].address", f"{h.address} is {what} of {net}",
+                            f"pick an address from {IPv4Address(int(gateway) + 1)} on")
+
+
+def _reserved(net: IPv4Network, addr: IPv4Address) -> str | None:
+    """What a reserved address of a machine subnet is for, or None."""
+    if addr == net.network_address:
+        return "the network address"
+    if addr == net.broadcast_address:
+        return "the broadcast address"
+    if addr == IPv4Address(int(net.network_address) + 1):
+        return "the host's own address (bridge or host-only network)"
+    return None
+
+
+def _host_networks(cluster: Cluster) -> list[tuple[str, IPv4Network]]:
+    """What the hosts use, described for a message: the machine subnet or each host address."""
+    net = machine_network(cluster)
+    if net is not None:
+        return [(f"the machine subnet {net} (spec.provider.subnet)", net)]
+    return [(f"the address {h.address} of host {h.name} (spec.hosts[{i}].address)",
+             IPv4Network(h.address)) for i, h in enumerate(cluster.spec.hosts)]
+
+
+@rule
+def cidrs(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Pod, service and host networks are disjoint and large enough."""
+    nw = cluster.spec.network
+    pod, svc = nw.pod_cidr, nw.service_cidr
+    if pod.overlaps(svc):
+        yield SpecIssue("spec.network.podCIDR", f"{pod} overlaps spec.network.serviceCIDR {svc}",
+                        "choose disjoint ranges, e.g. podCIDR 10.244.0.0/16 and serviceCIDR "
+                        "10.96.0.0/12")
+    for name, cidr in (("podCIDR", pod), ("serviceCIDR", svc)):
+        for what, hnet in _host_networks(cluster):
+            if cidr.overlaps(hnet):
+                yield SpecIssue(f"spec.network.{name}", f"{cidr} overlaps {what}",
+                                "pick a range the hosts do not use")
+                break
+        if cidr.is_loopback or cidr.is_multicast or cidr.is_link_local:
+            yield SpecIssue(f"spec.network.{name}", f"{cidr} is a loopback, link-local or "
+                            "multicast range", "use a private range such as 10.0.0.0/8")
+    if svc.prefixlen < 12:
+        yield SpecIssue("spec.network.serviceCIDR", f"{svc} is larger than kube-apiserver allows "
+                        "(at most 2^20 addresses)", "use a /12 or smaller, e.g. 10.96.0.0/12")
+    if svc.prefixlen > 28:
+        yield SpecIssue("spec.network.serviceCIDR", f"{svc} leaves too few service addresses",
+                        "use a /24 or larger")
+    if nw.node_cidr_mask_size <= pod.prefixlen:
+        fix = (f"use a value above {pod.prefixlen}, e.g. {min(pod.prefixlen + 8, 28)}"
+               if pod.prefixlen < 28 else "use a larger podCIDR, e.g. 10.244.0.0/16")
+        yield SpecIssue("spec.network.nodeCIDRMaskSize", f"each node's /{nw.node_cidr_mask_size} "
+                        f"pod subnet must be smaller than podCIDR {pod} (a longer prefix)", fix)
+    elif nw.node_cidr_mask_size - pod.prefixlen > _MAX_NODE_MASK_DIFF:
+        yield SpecIssue("spec.network.nodeCIDRMaskSize", f"/{nw.node_cidr_mask_size} is more "
+                        f"than {_MAX_NODE_MASK_DIFF} bits longer than podCIDR {pod}; "
+                        "kube-controller-manager refuses that",
+                        f"use at most {pod.prefixlen + _MAX_NODE_MASK_DIFF} or a smaller podCIDR")
+
+
+@rule
+def pod_capacity(cluster: Cluster) -> Iterator[SpecIssue]:
+    """The pod CIDR holds one node subnet per node."""
+    nw = cluster.spec.network
+    pod = nw.pod_cidr
+    if nw.node_cidr_mask_size <= pod.prefixlen:
+        return  # cidrs reports it
+    nodes = sum(1 for m in machines(cluster) if m.is_node)
+    subnets = 2 ** (nw.node_cidr_mask_size - pod.prefixlen)
+    if nodes > subnets:
+        yield SpecIssue("spec.network.podCIDR", f"{pod} holds {subnets} node subnets of "
+                        f"/{nw.node_cidr_mask_size} but the cluster has {nodes} nodes",
+                        "use a larger podCIDR or a larger nodeCIDRMaskSize")
+
+
+@rule
+def kube_proxy_mode(cluster: Cluster) -> Iterator[SpecIssue]:
+    """IPVS needs kernel support the nspawn host does not have."""
+    if cluster.spec.network.kube_proxy_mode == "ipvs" and isinstance(cluster.spec.provider,
+                                                                     NspawnProvider):
+        yield SpecIssue("spec.network.kubeProxyMode", "ipvs is not available on nspawn machines: "
+                        "they share the host kernel, which has no IPVS here",
+                        "set kubeProxyMode: iptables (or use the vagrant provider for ipvs)")
+
+
+@rule
+def dns_addresses(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Node-local DNS sits on a link-local address; upstreams are outside cluster ranges."""
+    dns, nw = cluster.spec.dns, cluster.spec.network
+    nl = dns.node_local_dns
+    if nl.enabled and not nl.address.is_link_local:
+        yield SpecIssue("spec.dns.nodeLocalDNS.address", f"{nl.address} is not link-local",
+                        "use an address in 169.254.0.0/16, e.g. 169.254.20.10")
+    for i, up in enumerate(dns.upstream_servers):
+        if up.is_loopback or up.is_unspecified:
+            yield SpecIssue(f"spec.dns.upstreamServers[{i}]", f"{up} is a loopback address: "
+                            "inside the CoreDNS pod it is CoreDNS itself, so queries would loop",
+                            "name the resolver's real address (not a local stub like 127.0.0.53)")
+        elif up in nw.service_cidr or up in nw.pod_cidr:
+            yield SpecIssue(f"spec.dns.upstreamServers[{i}]", f"{up} is inside the cluster's own "
+                            "pod or service range and would loop", "name an external resolver")
+
+
+@rule
+def load_balancer(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Each load-balancer mode gets exactly the settings it uses."""
+    lb, spec = cluster.spec.load_balancer, cluster.spec
+    if lb.mode == "vip" and lb.vip is None:
+        yield SpecIssue("spec.loadBalancer.vip", "mode 'vip' needs a virtual IP",
+                        "set vip to a free address on the control-plane network")
+    if lb.mode != "vip" and lb.vip is not None:
+        yield SpecIssue("spec.loadBalancer.vip", f"vip is only used in mode 'vip' (mode is "
+                        f"{lb.mode!r})", "remove vip or set mode: vip")
+    if lb.mode == "external":
+        if not lb.address:
+            yield SpecIssue("spec.loadBalancer.address", "mode 'external' needs the address of "
+                            "your load balancer", "set address to its host name or IP")
+        elif not _is_ip(lb.address) and not _DNS_NAME.match(lb.address.removeprefix("*.")):
+            yield SpecIssue("spec.loadBalancer.address", f"{lb.address!r} is neither an IP "
+                            "address nor a DNS name", "write e.g. api.example.com or 10.0.0.10 "
+                            "(no scheme, no port: the port is spec.loadBalancer.port)")
+    elif lb.address:
+        yield SpecIssue("spec.loadBalancer.address", "address is only used in mode 'external'",
+                        "remove address or set mode: external")
+    if lb.mode != "external" and lb.port == spec.apiserver.secure_port:
+        yield SpecIssue("spec.loadBalancer.port", f"port {lb.port} is also "
+                        "spec.apiserver.securePort; haproxy and kube-apiserver would collide",
+                        "use another port for one of them, e.g. 8443 for the load balancer")
+
+
+@rule
+def vip_free(cluster: Cluster) -> Iterator[SpecIssue]:
+    """The VIP is a free address of the machine network."""
+    lb = cluster.spec.load_balancer
+    if lb.mode != "vip" or lb.vip is None:
+        return
+    net = machine_network(cluster)
+    if net is not None and lb.vip not in net:
+        yield SpecIssue("spec.loadBalancer.vip", f"{lb.vip} is outside the machine "
+                        f"subnet {net}", f"pick a free address in {net}")
+    elif net is not None and (what := _reserved(net, lb.vip)) is not None:
+        yield SpecIssue("spec.loadBalancer.vip", f"{lb.vip} is {what} of {net}",
+                        "pick a free address")
+    for m in machines(cluster):
+        if m.address == lb.vip:
+            yield SpecIssue("spec.loadBalancer.vip", f"{lb.vip} is already the address "
+                            f"of host {m.name}", "pick a free address")
+
+
+@rule
+def registries(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Mirrors are unique per registry; credentials come in pairs."""
+    reg = cluster.spec.registries
+    seen: set[str] = set()
+    for i, m in enumerate(reg.mirrors):
+        if m.registry in seen:
+            yield SpecIssue(f"spec.registries.mirrors[{i}].registry", f"{m.registry} has two "
+                            "mirror entries", "merge their endpoints into one entry")
+        seen.add(m.registry)
+    hosts: set[str] = set()
+    for i, p in enumerate(reg.private):
+        path = f"spec.registries.private[{i}]"
+        if p.host in hosts:
+            yield SpecIssue(f"{path}.host", f"{p.host} is listed twice", "keep one entry")
+        hosts.add(p.host)
+        if p.username is not None and p.password_file is None:
+            yield SpecIssue(f"{path}.passwordFile", f"username {p.username!r} is set but "
+                            "passwordFile is missing", "set passwordFile to a file holding the "
+                            "password, or remove username for anonymous pulls")
+        if p.username is None and p.password_file is not None:
+            yield SpecIssue(f"{path}.username", "passwordFile is set but username is missing",
+                            "set username, or remove passwordFile for anonymous pulls")
+        if p.insecure_skip_verify and p.ca_file is not None:
+            yield SpecIssue(f"{path}.insecureSkipVerify", "caFile is given, so verification can "
+                            "stay on", "remove insecureSkipVerify")
+
+
+@rule
+def artifacts(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Each artifact source names exactly what it needs."""
+    a = cluster.spec.artifacts
+    if a.source == "mirror" and a.mirror_url is None:
+        yield SpecIssue("spec.artifacts.mirrorURL", "source 'mirror' needs mirrorURL",
+                        "set mirrorURL to the HTTP mirror's base URL")
+    if a.source != "mirror" and a.mirror_url is not None:
+        yield SpecIssue("spec.artifacts.mirrorURL", f"mirrorURL is unused with source {a.source!r}",
+                        "remove it or set source: mirror")
+    if a.source == "local" and a.path is None:
+        yield SpecIssue("spec.artifacts.path", "source 'local' needs path",
+                        "set path to a directory or a bundle .tar made by `provisioner artifacts "
+                        "bundle`")
+    if a.source != "local" and a.path is not None:
+        yield SpecIssue("spec.artifacts.path", f"path is unused with source {a.source!r}",
+                        "remove it or set source: local")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@rule
+def apiserver_sans(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Extra SANs are DNS names or IP addresses."""
+    for i, san in enumerate(cluster.spec.apiserver.extra_sans):
+        if not _is_ip(san) and not _DNS_NAME.match(san):
+            yield SpecIssue(f"spec.apiserver.extraSANs[{i}]", f"{san!r} is neither an IP "
+                            "address nor a DNS name", "write e.g. api.example.com or 10.0.0.10")
+
+
+@rule
+def vagrant_memory(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Vagrant VMs all run kubelet and most run the control plane: 1536 MiB at least."""
+    provider = cluster.spec.provider
+    if isinstance(provider, VagrantProvider) and provider.memory_mib < 1536:
+        yield SpecIssue("spec.provider.memoryMib", f"{provider.memory_mib} MiB is too little "
+                        "for a control-plane VM (at least 1536 MiB)", "set memoryMib: 2048")
+
+
+# Rules that resolve machines; skipped while host references themselves are broken.
+_NEEDS_SOUND_HOSTS: frozenset[Rule] = frozenset({pod_capacity, vip_free})

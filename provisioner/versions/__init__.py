@@ -1,0 +1,1 @@
+"""Packaged data: supported Kubernetes versions, pinned component versions and per-version flags."""

@@ -1,0 +1,393 @@
+"""Tests for the addon manifests: they parse, carry the spec's values, and nothing else."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from provisioner.render.addons import (
+    ADDONS,
+    IMAGE_KEYS,
+    MANAGED_BY_KEY,
+    MANAGED_BY_VALUE,
+    AddonContext,
+    addon_images,
+    addon_manifests,
+)
+
+# Deliberately fake registry and tags: any upstream reference left in a template shows up.
+IMAGES = {
+    key: f"registry.test/addons/{key.replace('_', '-')}:v0.0.{i}"
+    for i, key in enumerate(IMAGE_KEYS)
+}
+CNIS_WITH_MANIFEST = ("flannel", "calico", "cilium")
+
+
+def make_ctx(**overrides: Any) -> AddonContext:
+    base = AddonContext(
+        cluster_name="lab",
+        cluster_domain="k8s.test",
+        pod_cidr="10.244.0.0/16",
+        service_cidr="10.96.0.0/12",
+        node_cidr_mask_size=24,
+        dns_ip="10.96.0.10",
+        dns_replicas=2,
+        upstream_servers=("192.0.2.53", "198.51.100.53"),
+        nodelocaldns_enabled=True,
+        nodelocaldns_ip="169.254.20.10",
+        cni="flannel",
+        metrics_server_enabled=True,
+        dashboard_enabled=True,
+        logging_enabled=True,
+        api_server_host="192.0.2.10",
+        api_server_port=6443,
+        images=dict(IMAGES),
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d is not None]
+
+
+def all_docs(manifests: dict[str, str]) -> list[dict[str, Any]]:
+    return [d for text in manifests.values() for d in docs(text)]
+
+
+def find(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    hits = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(hits) == 1, f"expected one {kind}/{name}, found {len(hits)}"
+    return hits[0]
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = obj["spec"]["template"]["spec"]
+    return spec
+
+
+def containers(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    spec = pod_spec(obj)
+    yield from spec.get("initContainers", [])
+    yield from spec["containers"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+@pytest.fixture(params=CNIS_WITH_MANIFEST)
+def full(request: pytest.FixtureRequest) -> tuple[AddonContext, dict[str, str]]:
+    ctx = make_ctx(cni=request.param)
+    return ctx, addon_manifests(ctx)
+
+
+def test_file_names_are_in_apply_order_and_complete(
+    full: tuple[AddonContext, dict[str, str]],
+) -> None:
+    ctx, manifests = full
+    assert list(manifests) == sorted(manifests)
+    assert list(manifests) == [
+        "00-kubelet-rbac.yaml",
+        f"10-cni-{ctx.cni}.yaml",
+        "20-coredns.yaml",
+        "21-nodelocaldns.yaml",
+        "30-metrics-server.yaml",
+        "40-dashboard.yaml",
+        "50-logging.yaml",
+    ]
+
+
+def test_every_object_parses_and_carries_the_managed_by_label(
+    full: tuple[AddonContext, dict[str, str]],
+) -> None:
+    _, manifests = full
+    for name, text in manifests.items():
+        objs = docs(text)
+        assert objs, f"{name} has no objects"
+        for obj in objs:
+            assert {"apiVersion", "kind", "metadata"} <= obj.keys(), name
+            labels = obj["metadata"].get("labels", {})
+            where = f"{name}: {obj['kind']}/{obj['metadata']['name']}"
+            assert labels.get(MANAGED_BY_KEY) == MANAGED_BY_VALUE, where
+
+
+def test_images_are_exactly_those_from_the_context(
+    full: tuple[AddonContext, dict[str, str]],
+) -> None:
+    ctx, manifests = full
+    used = {
+        c["image"]
+        for obj in all_docs(manifests)
+        if obj["kind"] in ("Deployment", "DaemonSet")
+        for c in containers(obj)
+    }
+    assert used == set(addon_images(ctx))
+    assert used <= set(ctx.images.values())
+    # Nothing image-like that did not come from the context, even outside `image:` fields.
+    for text in manifests.values():
+        for line in text.splitlines():
+            if line.strip().startswith("image:"):
+                assert line.split("image:", 1)[1].strip() in used, line
+
+
+def test_coredns(full: tuple[AddonContext, dict[str, str]]) -> None:
+    ctx, manifests = full
+    objs = docs(manifests["20-coredns.yaml"])
+    svc = find(objs, "Service", "kube-dns")
+    assert svc["metadata"]["namespace"] == "kube-system"
+    assert svc["spec"]["clusterIP"] == ctx.dns_ip
+    ports = {(p["port"], p["protocol"]) for p in svc["spec"]["ports"]}
+    assert ports == {(53, "UDP"), (53, "TCP"), (9153, "TCP")}
+
+    corefile = find(objs, "ConfigMap", "coredns")["data"]["Corefile"]
+    assert f"kubernetes {ctx.cluster_domain} in-addr.arpa ip6.arpa" in corefile
+    assert "forward . 192.0.2.53 198.51.100.53" in corefile
+    for plugin in ("cache", "loop", "reload", "ready", "prometheus :9153"):
+        assert plugin in corefile
+
+    deploy = find(objs, "Deployment", "coredns")
+    assert deploy["spec"]["replicas"] == ctx.dns_replicas
+    spec = pod_spec(deploy)
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    assert spec["affinity"]["podAntiAffinity"]
+    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
+    container = spec["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/ready",
+        "port": 8181,
+        "scheme": "HTTP",
+    }
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"]["port"] == 8080
+    find(objs, "ClusterRole", "system:coredns")
+    find(objs, "ClusterRoleBinding", "system:coredns")
+    find(objs, "ServiceAccount", "coredns")
+
+
+def test_coredns_without_upstreams_forwards_to_resolv_conf() -> None:
+    manifests = addon_manifests(make_ctx(upstream_servers=()))
+    corefile = find(docs(manifests["20-coredns.yaml"]), "ConfigMap", "coredns")["data"]
+    assert "forward . /etc/resolv.conf" in corefile["Corefile"]
+    local = find(docs(manifests["21-nodelocaldns.yaml"]), "ConfigMap", "node-local-dns")
+    assert "forward . /etc/resolv.conf" in local["data"]["Corefile"]
+
+
+def test_nodelocaldns(full: tuple[AddonContext, dict[str, str]]) -> None:
+    ctx, manifests = full
+    objs = docs(manifests["21-nodelocaldns.yaml"])
+    find(objs, "Service", "kube-dns-upstream")
+    corefile = find(objs, "ConfigMap", "node-local-dns")["data"]["Corefile"]
+    assert f"{ctx.cluster_domain}:53" in corefile
+    assert f"bind {ctx.nodelocaldns_ip} {ctx.dns_ip}" in corefile
+    assert "__PILLAR__LOCAL__DNS__" not in corefile
+    ds = find(objs, "DaemonSet", "node-local-dns")
+    spec = pod_spec(ds)
+    assert spec["hostNetwork"] is True
+    assert f"{ctx.nodelocaldns_ip},{ctx.dns_ip}" in spec["containers"][0]["args"]
+
+
+def test_kubelet_rbac_grants_the_apiserver_client(
+    full: tuple[AddonContext, dict[str, str]],
+) -> None:
+    _, manifests = full
+    objs = docs(manifests["00-kubelet-rbac.yaml"])
+    role = next(o for o in objs if o["kind"] == "ClusterRole")
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert {"nodes/proxy", "nodes/stats", "nodes/log", "nodes/metrics"} <= resources
+    binding = next(o for o in objs if o["kind"] == "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "User",
+            "name": "kube-apiserver-kubelet-client",
+        }
+    ]
+
+
+def test_metrics_server(full: tuple[AddonContext, dict[str, str]]) -> None:
+    _, manifests = full
+    objs = docs(manifests["30-metrics-server.yaml"])
+    for kind, name in [
+        ("ServiceAccount", "metrics-server"),
+        ("ClusterRole", "system:aggregated-metrics-reader"),
+        ("ClusterRole", "system:metrics-server"),
+        ("RoleBinding", "metrics-server-auth-reader"),
+        ("ClusterRoleBinding", "metrics-server:system:auth-delegator"),
+        ("ClusterRoleBinding", "system:metrics-server"),
+        ("Service", "metrics-server"),
+        ("APIService", "v1beta1.metrics.k8s.io"),
+    ]:
+        find(objs, kind, name)
+    reader = find(objs, "RoleBinding", "metrics-server-auth-reader")
+    assert reader["roleRef"]["name"] == "extension-apiserver-authentication-reader"
+    args = pod_spec(find(objs, "Deployment", "metrics-server"))["containers"][0]["args"]
+    assert "--kubelet-preferred-address-types=InternalIP" in args
+    assert "--secure-port=10250" in args
+    assert not any(a.startswith("--kubelet-insecure-tls") for a in args)
+
+
+def test_dashboard(full: tuple[AddonContext, dict[str, str]]) -> None:
+    _, manifests = full
+    objs = docs(manifests["40-dashboard.yaml"])
+    find(objs, "Namespace", "kubernetes-dashboard")
+    for name in ("kubernetes-dashboard", "dashboard-metrics-scraper"):
+        deploy = find(objs, "Deployment", name)
+        assert deploy["metadata"]["namespace"] == "kubernetes-dashboard"
+        find(objs, "Service", name)
+
+
+def test_logging(full: tuple[AddonContext, dict[str, str]]) -> None:
+    _, manifests = full
+    objs = docs(manifests["50-logging.yaml"])
+    find(objs, "Namespace", "logging")
+    find(objs, "ServiceAccount", "fluent-bit")
+    conf = find(objs, "ConfigMap", "fluent-bit-config")["data"]["fluent-bit.conf"]
+    assert "Path              /var/log/containers/*.log" in conf
+    assert "_SYSTEMD_UNIT=kubelet.service" in conf
+    assert "_SYSTEMD_UNIT=containerd.service" in conf
+    assert "Name                kubernetes" in conf
+    output_section = conf.split("[OUTPUT]", 1)[1]
+    assert "[OUTPUT]" not in output_section, "stdout must be the only output"
+    assert output_section.split()[:2] == ["Name", "stdout"]
+    ds = find(objs, "DaemonSet", "fluent-bit")
+    mounts = {m["mountPath"] for m in pod_spec(ds)["containers"][0]["volumeMounts"]}
+    assert "/var/log" in mounts
+
+
+def test_flannel() -> None:
+    ctx = make_ctx(cni="flannel", pod_cidr="10.50.0.0/16")
+    objs = docs(addon_manifests(ctx)["10-cni-flannel.yaml"])
+    find(objs, "Namespace", "kube-flannel")
+    cfg = find(objs, "ConfigMap", "kube-flannel-cfg")["data"]
+    net = json.loads(cfg["net-conf.json"])
+    assert net["Network"] == "10.50.0.0/16"
+    assert net["Backend"]["Type"] == "vxlan"
+    assert json.loads(cfg["cni-conf.json"])["plugins"][0]["type"] == "flannel"
+    ds = find(objs, "DaemonSet", "kube-flannel-ds")
+    inits = [c["name"] for c in pod_spec(ds)["initContainers"]]
+    assert inits == ["install-cni-plugin", "install-cni"]
+
+
+def test_calico() -> None:
+    ctx = make_ctx(cni="calico", pod_cidr="10.60.0.0/16", node_cidr_mask_size=26)
+    objs = docs(addon_manifests(ctx)["10-cni-calico.yaml"])
+    node = find(objs, "DaemonSet", "calico-node")
+    env = env_of(pod_spec(node)["containers"][0])
+    assert env["CALICO_IPV4POOL_CIDR"] == "10.60.0.0/16"
+    assert env["CALICO_IPV4POOL_BLOCK_SIZE"] == "26"
+    assert env["IP_AUTODETECTION_METHOD"]
+    find(objs, "Deployment", "calico-kube-controllers")
+    find(objs, "ConfigMap", "calico-config")
+    crds = {o["metadata"]["name"] for o in objs if o["kind"] == "CustomResourceDefinition"}
+    for plural in (
+        "ippools",
+        "ipamblocks",
+        "blockaffinities",
+        "ipamhandles",
+        "ipamconfigs",
+        "felixconfigurations",
+        "bgpconfigurations",
+        "clusterinformations",
+        "kubecontrollersconfigurations",
+    ):
+        assert f"{plural}.crd.projectcalico.org" in crds
+    for crd in (o for o in objs if o["kind"] == "CustomResourceDefinition"):
+        names = crd["spec"]["names"]
+        assert crd["metadata"]["name"] == f"{names['plural']}.{crd['spec']['group']}"
+
+
+def test_cilium() -> None:
+    ctx = make_ctx(cni="cilium", pod_cidr="10.70.0.0/16", node_cidr_mask_size=25)
+    objs = docs(addon_manifests(ctx)["10-cni-cilium.yaml"])
+    cfg = find(objs, "ConfigMap", "cilium-config")["data"]
+    assert cfg["ipam"] == "cluster-pool"
+    assert cfg["cluster-pool-ipv4-cidr"] == "10.70.0.0/16"
+    assert cfg["cluster-pool-ipv4-mask-size"] == "25"
+    assert cfg["tunnel-protocol"] == "vxlan"
+    assert cfg["k8s-api-server"] == "https://192.0.2.10:6443"
+    assert all(isinstance(v, str) for v in cfg.values()), "ConfigMap data must be strings"
+    for kind, name in [("DaemonSet", "cilium"), ("Deployment", "cilium-operator")]:
+        main = pod_spec(find(objs, kind, name))["containers"][0]
+        env = env_of(main)
+        assert env["KUBERNETES_SERVICE_HOST"] == "192.0.2.10"
+        assert env["KUBERNETES_SERVICE_PORT"] == "6443"
+    find(objs, "ServiceAccount", "cilium")
+    find(objs, "ServiceAccount", "cilium-operator")
+
+
+def test_bridge_has_no_cni_manifest() -> None:
+    manifests = addon_manifests(make_ctx(cni="bridge"))
+    assert not [name for name in manifests if name.startswith("10-")]
+    images = addon_images(make_ctx(cni="bridge"))
+    for key in ("flannel", "calico_node", "cilium"):
+        assert IMAGES[key] not in images
+
+
+def test_disabled_addons_are_absent() -> None:
+    ctx = make_ctx(
+        cni="bridge",
+        nodelocaldns_enabled=False,
+        metrics_server_enabled=False,
+        dashboard_enabled=False,
+        logging_enabled=False,
+    )
+    assert list(addon_manifests(ctx)) == ["00-kubelet-rbac.yaml", "20-coredns.yaml"]
+    assert addon_images(ctx) == [IMAGES["coredns"]]
+
+
+def test_addons_only_name_known_image_keys() -> None:
+    named = [key for addon in ADDONS for key in addon.images]
+    assert set(named) == set(IMAGE_KEYS)
+    assert len(named) == len(set(named)), "an image key belongs to one addon"
+
+
+def test_extra_images_are_ignored() -> None:
+    ctx = make_ctx(images={**IMAGES, "kube_proxy": "registry.test/kube-proxy:v1"})
+    assert "registry.test/kube-proxy:v1" not in addon_images(ctx)
+
+
+def test_disabled_addons_need_no_images() -> None:
+    images = {"coredns": IMAGES["coredns"]}
+    ctx = make_ctx(
+        cni="bridge",
+        nodelocaldns_enabled=False,
+        metrics_server_enabled=False,
+        dashboard_enabled=False,
+        logging_enabled=False,
+        images=images,
+    )
+    assert list(addon_manifests(ctx)) == ["00-kubelet-rbac.yaml", "20-coredns.yaml"]
+
+
+def test_output_is_deterministic(full: tuple[AddonContext, dict[str, str]]) -> None:
+    ctx, first = full
+    second = addon_manifests(ctx)
+    assert first == second
+    assert list(first) == list(second)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"cni": "weave"}, "cni"),
+        ({"images": {k: v for k, v in IMAGES.items() if k != "coredns"}}, "images"),
+        ({"dns_ip": "10.200.0.10"}, "dns_ip"),
+        ({"node_cidr_mask_size": 16}, "node_cidr_mask_size"),
+        (
+            {"cni": "calico", "node_cidr_mask_size": 18, "pod_cidr": "10.0.0.0/8"},
+            "node_cidr_mask_size",
+        ),
+        ({"dns_replicas": 0}, "dns_replicas"),
+    ],
+)
+def test_bad_context_is_refused_naming_the_field(overrides: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        addon_manifests(make_ctx(**overrides))
