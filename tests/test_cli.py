@@ -82,7 +82,7 @@ def test_render_writes_tree(tmp_path: Path, state_root: Path) -> None:
     key = out / "hosts/lab-cp1/etc/kubernetes/pki/apiserver.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert (out / "hosts/lab-w1/etc/containerd/config.toml").exists()
-    assert (out / "runner/inventory/hosts.yml").exists()
+    assert (out / "runner/inventory/hosts.json").exists()
     cdir = state_root / "clusters" / "lab"
     assert stat.S_IMODE(cdir.stat().st_mode) == 0o700
     assert stat.S_IMODE((cdir / "pki" / "ca.key").stat().st_mode) == 0o600

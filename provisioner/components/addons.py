@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from provisioner.components.base import Component, File, Material
 from provisioner.render.addons import AddonContext, addon_manifests
-from provisioner.spec.topology import layout
+from provisioner.spec.topology import first_control_plane
 
 if TYPE_CHECKING:
     from provisioner.plan.model import HostPlan, Plan
@@ -70,7 +70,7 @@ class Addons(Component):
 
     def runs_on(self, cluster: Cluster, machine: Machine) -> bool:
         """The first control-plane node: addons are applied once, from there."""
-        return machine.name == layout(cluster).control_plane[0]
+        return machine.name == first_control_plane(cluster)
 
     def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
         """Every enabled addon's manifest, in apply order."""

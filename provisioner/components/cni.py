@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from provisioner.spec.topology import Machine
 
 NET_D = "/etc/cni/net.d"
+ROUTES = "/etc/provisioner/pod-routes"
 
 
 class CNIBridge(Component):
@@ -25,6 +26,9 @@ class CNIBridge(Component):
     phase: ClassVar[str] = "node"
     service: ClassVar[str | None] = "provisioner-pod-routes"
     artifacts: ClassVar[tuple[str, ...]] = ("cni-plugins",)
+
+    def __init__(self) -> None:
+        self._memo: tuple[Plan, bytes] | None = None
 
     def runs_on(self, cluster: Cluster, machine: Machine) -> bool:
         """Nodes, when the cluster uses the bridge CNI."""
@@ -53,21 +57,32 @@ class CNIBridge(Component):
                 {"type": "loopback"},
             ],
         }
-        routes = [
-            f"/sbin/ip route replace {other.pod_cidr} via {other.address}"
-            for other in plan.nodes
-            if other.name != host.name
-        ]
-        exec_lines = tuple(f"ExecStart={r}" for r in routes)
+        # One routes file, identical on every node (rendered once per plan, O(nodes)); each
+        # node skips the line that points at itself.
+        via_self = str(host.address)
+        # "$$" is systemd's escape for a literal "$" in ExecStart; "#" lines are comments.
+        script = (f'grep -v "^#" {ROUTES} | while read -r net via; do '
+                  f'[ "$$via" = "{via_self}" ] || '
+                  '/sbin/ip route replace "$$net" via "$$via"; done')
         return [
             File(f"{NET_D}/10-provisioner-bridge.conflist",
                  (json.dumps(conf, indent=2, sort_keys=True) + "\n").encode()),
+            File(ROUTES, self._routes(plan), 0o644, False, ("provisioner-pod-routes",)),
             unit_file(plan.name, "provisioner-pod-routes",
                       "Routes to other nodes' pod subnets (provisioner bridge CNI)",
-                      "https://www.cni.dev/plugins/current/main/bridge/", "/bin/true", [],
+                      "https://www.cni.dev/plugins/current/main/bridge/",
+                      f"/bin/sh -c '{script}'", [],
                       service_type="oneshot", limit_nofile=None,
-                      extra_service=("RemainAfterExit=yes", *exec_lines)),
+                      extra_service=("RemainAfterExit=yes",)),
         ]
+
+    def _routes(self, plan: Plan) -> bytes:
+        """``<pod subnet> <node address>`` per node; memoised for the plan being rendered."""
+        if self._memo is None or self._memo[0] is not plan:
+            lines = "".join(f"{h.pod_cidr} {h.address}\n" for h in plan.nodes)
+            self._memo = (plan, ("# Managed by provisioner: pod subnet and node address\n"
+                                 + lines).encode())
+        return self._memo[1]
 
 
 class CNIPlugins(Component):

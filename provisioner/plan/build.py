@@ -76,6 +76,7 @@ def _host_plan(cluster: Cluster, m: Machine, index: int, pod_cidr: IPv4Network |
         machine=m,
         index=index,
         components=tuple(c.name for c in comps if c.service is not None or c.name == "addons"),
+        parts=tuple(c.name for c in comps),
         artifacts=tuple(dict.fromkeys(artifacts)),
         ports=tuple(ports),
         pod_cidr=pod_cidr,

@@ -7,6 +7,7 @@ need to know about the cluster is computed once here, so templates never compute
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 
 from provisioner.pki.model import PkiPlan
@@ -21,7 +22,8 @@ class HostPlan:
 
     machine: Machine
     index: int
-    components: tuple[str, ...]
+    components: tuple[str, ...]  # services and the addons step: what `plan` shows
+    parts: tuple[str, ...]  # every component that renders files here, in render order
     artifacts: tuple[str, ...]
     ports: tuple[int, ...]
     pod_cidr: IPv4Network | None
@@ -104,17 +106,17 @@ class Plan:
         """Hosts whose machine has the boolean property ``predicate`` (e.g. ``is_etcd``)."""
         return tuple(h for h in self.hosts if getattr(h.machine, predicate))
 
-    @property
+    @cached_property
     def control_plane(self) -> tuple[HostPlan, ...]:
         """Control-plane hosts, leader candidate first."""
         return self.with_role("is_control_plane")
 
-    @property
+    @cached_property
     def etcd(self) -> tuple[HostPlan, ...]:
         """etcd members."""
         return self.with_role("is_etcd")
 
-    @property
+    @cached_property
     def nodes(self) -> tuple[HostPlan, ...]:
         """Hosts running kubelet."""
         return self.with_role("is_node")

@@ -32,6 +32,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
+        auto_reload=False,  # templates do not change during a run; skips a stat per render
         trim_blocks=True,
         lstrip_blocks=True,
     )

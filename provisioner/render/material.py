@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.pki import PkiReport, ensure_pki
@@ -29,14 +29,22 @@ class StateMaterial:
     pki_dir: Path
     secrets_dir: Path
     spec_dir: Path
+    _cache: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    def _pki(self, rel: str) -> bytes:
+        # CA certificates are placed on every host: read each file once per render.
+        data = self._cache.get(rel)
+        if data is None:
+            data = self._cache[rel] = (self.pki_dir / rel).read_bytes()
+        return data
 
     def cert(self, name: str) -> bytes:
         """PEM certificate from the PKI store."""
-        return (self.pki_dir / f"{name}.crt").read_bytes()
+        return self._pki(f"{name}.crt")
 
     def key(self, name: str) -> bytes:
         """PEM private key from the PKI store."""
-        return (self.pki_dir / f"{name}.key").read_bytes()
+        return self._pki(f"{name}.key")
 
     def sa_public(self) -> bytes:
         """Service-account public key."""

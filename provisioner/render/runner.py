@@ -1,6 +1,6 @@
 """The ansible-runner private data dir: inventory, extravars and Ansible settings.
 
-Layout (ansible-runner's): ``inventory/hosts.yml`` with kubespray's group names,
+Layout (ansible-runner's): ``inventory/hosts.json`` with kubespray's group names,
 ``env/extravars`` (component-prefixed variables), ``env/envvars`` (Ansible settings chosen
 for speed: pipelining, SSH ControlPersist, forks >= hosts, facts only when asked) and
 ``env/settings``. The playbooks themselves are linked in by the executor.
@@ -8,6 +8,7 @@ for speed: pipelining, SSH ControlPersist, forks >= hosts, facts only when asked
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,10 @@ def envvars(plan: Plan) -> dict[str, str]:
 def runner_files(plan: Plan, ssh_key: Path | None) -> dict[str, bytes]:
     """Relative path -> content of the private data dir."""
     return {
-        "inventory/hosts.yml": _yaml(inventory(plan, ssh_key)),
+        # JSON is YAML too, and the inventory is the one document that grows with the
+        # cluster: json.dumps is ~50x faster than a YAML emitter for 1,000 hosts.
+        "inventory/hosts.json": (json.dumps(inventory(plan, ssh_key), indent=1,
+                                            sort_keys=True) + "\n").encode(),
         "env/extravars": _yaml(extravars(plan)),
         "env/envvars": _yaml(envvars(plan)),
         "env/settings": _yaml({"suppress_ansible_output": True, "job_timeout": 3600}),

@@ -36,7 +36,7 @@ def render(plan: Plan, material: Material, ssh_key: Path | None) -> RenderedTree
     for host in plan.hosts:
         merged: dict[str, File] = {}
         for comp in ALL:
-            if comp.name not in host.components and not comp.runs_on(plan.cluster, host.machine):
+            if comp.name not in host.parts:
                 continue
             for f in comp.files(plan, host, material):
                 prev = merged.get(f.path)

@@ -117,6 +117,14 @@ def layout(cluster: Cluster) -> Layout:
     return Layout(control_plane=cp, etcd_dedicated=etcd, workers=workers_t)
 
 
+def first_control_plane(cluster: Cluster) -> str:
+    """Name of the first control-plane node (where addons are applied), in O(1)."""
+    if generated(cluster):
+        return f"{cluster.metadata.name}-cp1"
+    cp = cluster.spec.control_plane.hosts
+    return cp[0] if cp else cluster.spec.hosts[0].name
+
+
 def machines(cluster: Cluster) -> tuple[Machine, ...]:
     """Resolve every machine of the cluster, in a stable order (control plane, etcd, workers)."""
     spec = cluster.spec
