@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from provisioner import __version__
+from provisioner.cli_machines import app as machines_app
 from provisioner.plan import PhaseSelectionError, Plan, build_plan, select_phases
 from provisioner.plan.show import plan_json, plan_text
 from provisioner.spec import Cluster, SpecError, load_file
@@ -158,16 +159,7 @@ def _root(
         raise typer.Exit()
 
 
-def _mount_optional() -> None:
-    """Sub-command groups that live in their own modules."""
-    try:
-        from provisioner.cli_machines import app as machines_app
-    except ImportError:  # pragma: no cover - only while the provider is being built
-        return
-    app.add_typer(machines_app, name="machines", help="Local machines for nspawn clusters.")
-
-
-_mount_optional()
+app.add_typer(machines_app, name="machines", help="Local machines for nspawn clusters.")
 
 
 def main() -> None:
