@@ -37,7 +37,7 @@ def tree_as_files(tree: RenderedTree) -> dict[str, bytes]:
     for host, files in tree.hosts.items():
         for f in files:
             out[f"hosts/{host}{f.path}"] = summarise(f)
-        out[f"hosts/{host}.json"] = manifest(files)
+        out[f"hosts/{host}.json"] = manifest(tree, host)
     for rel, data in tree.runner.items():
         out[f"runner/{rel}"] = data
     return out

@@ -28,17 +28,21 @@ class RenderedTree:
 
     hosts: dict[str, tuple[File, ...]]
     runner: dict[str, bytes]
+    owners: dict[tuple[str, str], tuple[str, ...]]  # (host, path) -> components rendering it
 
 
 def render(plan: Plan, material: Material, ssh_key: Path | None) -> RenderedTree:
     """Every desired file of every host, and the runner inputs (``ssh_key``: default key)."""
     hosts: dict[str, tuple[File, ...]] = {}
+    owners: dict[tuple[str, str], tuple[str, ...]] = {}
     for host in plan.hosts:
         merged: dict[str, File] = {}
         for comp in ALL:
             if comp.name not in host.parts:
                 continue
             for f in comp.files(plan, host, material):
+                key = (host.name, f.path)
+                owners[key] = (*owners.get(key, ()), comp.name)
                 prev = merged.get(f.path)
                 if prev is None:
                     merged[f.path] = f
@@ -50,15 +54,16 @@ def render(plan: Plan, material: Material, ssh_key: Path | None) -> RenderedTree
                     merged[f.path] = File(prev.path, prev.content, prev.mode,
                                           prev.secret or f.secret, restarts)
         hosts[host.name] = tuple(merged[p] for p in sorted(merged))
-    return RenderedTree(hosts=hosts, runner=runner_files(plan, ssh_key))
+    return RenderedTree(hosts=hosts, runner=runner_files(plan, ssh_key), owners=owners)
 
 
-def manifest(files: tuple[File, ...]) -> bytes:
-    """The per-host manifest: what to copy where, and which services a change restarts."""
+def manifest(tree: RenderedTree, host: str) -> bytes:
+    """The per-host manifest: what to copy where, which components own each file (a phase
+    copies its components' files), and which services a change restarts."""
     entries = [
         {"path": f.path, "src": f.path.lstrip("/"), "mode": f"{f.mode:04o}", "secret": f.secret,
-         "restarts": list(f.restarts)}
-        for f in files
+         "restarts": list(f.restarts), "components": list(tree.owners[(host, f.path)])}
+        for f in tree.hosts[host]
     ]
     return (json.dumps({"files": entries}, indent=1, sort_keys=True) + "\n").encode()
 
@@ -73,7 +78,7 @@ def write_tree(tree: RenderedTree, out: Path) -> None:
         root = out / "hosts" / host
         for f in files:
             _write(root / f.path.lstrip("/"), f.content, 0o600 if f.secret else f.mode)
-        _write(out / "hosts" / f"{host}.json", manifest(files), 0o644)
+        _write(out / "hosts" / f"{host}.json", manifest(tree, host), 0o644)
     for rel, data in tree.runner.items():
         _write(out / "runner" / rel, data, 0o600)
 
