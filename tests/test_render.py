@@ -1,0 +1,172 @@
+"""Render: certificates against their CAs and SANs, rendered flags against the real flag
+lists of the pinned minor, file modes, endpoints, pod routes and phase selection."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from provisioner.components import File
+from provisioner.pki import verify_issued_by
+from provisioner.plan import PhaseSelectionError, Plan, build_plan, select_phases
+from provisioner.render.material import prepare
+from provisioner.render.tree import RenderedTree, render
+from provisioner.spec import load_file
+from provisioner.versions.flags import known_flags, parse_flags
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "spec.yaml").exists())
+UNIT_COMPONENT = {
+    "kube-apiserver": "kube-apiserver",
+    "kube-controller-manager": "kube-controller-manager",
+    "kube-scheduler": "kube-scheduler",
+    "kubelet": "kubelet",
+    "kube-proxy": "kube-proxy",
+}
+
+
+def _rendered(case: str, tmp: Path) -> tuple[Plan, RenderedTree]:
+    spec = GOLDEN / case / "spec.yaml"
+    plan = build_plan(load_file(spec))
+    material, _ = prepare(plan, tmp, spec.parent)
+    return plan, render(plan, material, Path("/k"))
+
+
+def _file(tree: RenderedTree, host: str, path: str) -> File:
+    for f in tree.hosts[host]:
+        if f.path == path:
+            return f
+    raise AssertionError(f"{host}:{path} not rendered")
+
+
+def _cert(f: File) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(f.content)
+
+
+def _exec_args(unit: bytes) -> list[str]:
+    text = unit.decode()
+    m = re.search(r"^ExecStart=(.*?)(?:\n\n|\nRestart)", text, re.S | re.M)
+    assert m, text
+    tokens = m.group(1).replace("\\\n", " ").split()
+    return tokens[1:]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rendered_flags_exist_in_pinned_minor(case: str, tmp_path: Path) -> None:
+    """Every flag of every Kubernetes unit is a real flag of that component's pinned minor."""
+    plan, tree = _rendered(case, tmp_path)
+    checked = 0
+    for host, files in tree.hosts.items():
+        for f in files:
+            name = Path(f.path).name.removesuffix(".service")
+            if f.path.startswith("/etc/systemd/system/") and name in UNIT_COMPONENT:
+                flags = parse_flags(_exec_args(f.content))
+                unknown = set(flags) - known_flags(UNIT_COMPONENT[name], plan.minor)
+                assert not unknown, (host, name, sorted(unknown))
+                checked += 1
+            if f.path == "/etc/systemd/system/etcd.service":
+                etcd_minor = ".".join(plan.release.component("etcd").split(".")[:2])
+                flags = parse_flags(_exec_args(f.content))
+                assert not set(flags) - known_flags("etcd", etcd_minor)
+                assert not set(flags) - known_flags("etcd", "3.4"), "lab runs Debian's etcd 3.4"
+    assert checked >= 2
+
+
+def test_an_invalid_flag_would_be_caught() -> None:
+    """The flag check can fail: a removed flag is not in the list."""
+    assert "insecure-port" not in known_flags("kube-apiserver", "1.32")
+    assert "container-runtime" not in known_flags("kubelet", "1.32")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_certificates_verify_and_carry_sans(case: str, tmp_path: Path) -> None:
+    """Leaf certificates verify against their CA and not another; apiserver SANs complete."""
+    plan, tree = _rendered(case, tmp_path)
+    cp = plan.control_plane[0].name
+    ca = _cert(_file(tree, cp, "/etc/kubernetes/pki/ca.crt"))
+    etcd_ca = _cert(_file(tree, cp, "/etc/kubernetes/pki/etcd/ca.crt"))
+    api = _cert(_file(tree, cp, "/etc/kubernetes/pki/apiserver.crt"))
+    assert verify_issued_by(api, ca)
+    assert not verify_issued_by(api, etcd_ca)
+    san = api.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = set(san.get_values_for_type(x509.DNSName))
+    ips = {str(i) for i in san.get_values_for_type(x509.IPAddress)}
+    domain = plan.cluster.spec.network.cluster_domain
+    assert {"kubernetes", "kubernetes.default", "kubernetes.default.svc",
+            f"kubernetes.default.svc.{domain}"} <= dns
+    assert {h.name for h in plan.control_plane} <= dns
+    assert {str(h.address) for h in plan.control_plane} <= ips
+    assert str(plan.kubernetes_service_ip) in ips
+    lb = plan.cluster.spec.load_balancer
+    if lb.vip is not None:
+        assert str(lb.vip) in ips
+    if lb.mode == "external":
+        assert lb.address in dns | ips
+    for h in plan.etcd:
+        server = _cert(_file(tree, h.name, "/etc/kubernetes/pki/etcd/server.crt"))
+        assert verify_issued_by(server, etcd_ca) and not verify_issued_by(server, ca)
+        s = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert ipaddress.ip_address(str(h.address)) in s.get_values_for_type(x509.IPAddress)
+    for h in plan.nodes:
+        client = _cert(_file(tree, h.name, "/var/lib/kubelet/pki/kubelet-client.crt"))
+        cn = client.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+        assert cn == f"system:node:{h.name}"
+        assert verify_issued_by(client, ca)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_secrets_are_marked_and_private(case: str, tmp_path: Path) -> None:
+    """Every private key is a secret file with mode 0600."""
+    _, tree = _rendered(case, tmp_path)
+    for host, files in tree.hosts.items():
+        for f in files:
+            if b"PRIVATE KEY" in f.content or f.path.endswith(".key"):
+                assert f.secret and f.mode == 0o600, (host, f.path)
+
+
+def test_endpoints_per_lb_mode(tmp_path: Path) -> None:
+    """Nodes reach the apiservers through the LB of the spec's mode."""
+    plan, tree = _rendered("3cp-2w", tmp_path / "a")
+    assert b"server: \"https://127.0.0.1:8443\"" in _file(
+        tree, "lab-w1", "/etc/kubernetes/kubelet.conf").content
+    cfg = _file(tree, "lab-w1", "/etc/haproxy/haproxy.cfg").content.decode()
+    for h in plan.control_plane:
+        assert f"server {h.name} {h.address}:6443 check" in cfg
+    plan, tree = _rendered("5cp-dedicated-etcd", tmp_path / "b")
+    assert b"server: \"https://192.168.56.200:8443\"" in _file(
+        tree, "big-w1", "/etc/kubernetes/kubelet.conf").content
+    assert not any(f.path.startswith("/etc/haproxy") for f in tree.hosts["big-w1"])
+    assert not any(f.path.startswith("/etc/kubernetes/pki/apiserver")
+                   for f in tree.hosts["big-etcd1"])
+
+
+def test_bridge_cni_routes_to_every_other_node(tmp_path: Path) -> None:
+    """Every node holds the same subnet->node table and skips the line for itself."""
+    plan, tree = _rendered("3cp-2w", tmp_path)
+    tables = set()
+    for h in plan.nodes:
+        tables.add(_file(tree, h.name, "/etc/provisioner/pod-routes").content)
+        unit = _file(tree, h.name, "/etc/systemd/system/provisioner-pod-routes.service")
+        assert f'[ "$$via" = "{h.address}" ]' in unit.content.decode()
+    assert len(tables) == 1
+    table = tables.pop().decode()
+    for other in plan.nodes:
+        assert f"{other.pod_cidr} {other.address}\n" in table
+    subnets = [h.pod_cidr for h in plan.nodes]
+    assert len(set(subnets)) == len(subnets)
+
+
+def test_phase_selection(tmp_path: Path) -> None:
+    """--only takes phases with their sub-phases; --skip removes; unknown names refused."""
+    plan = build_plan(load_file(GOLDEN / "3cp-2w" / "spec.yaml"))
+    names = [p.name for p in select_phases(plan, ["etcd", "lb"], None)]
+    assert names == ["etcd", "etcd/etcd", "lb", "lb/haproxy"]
+    names = [p.name for p in select_phases(plan, None, ["addons", "verify", "preflight"])]
+    assert "addons/coredns" not in names and names[0] == "os"
+    with pytest.raises(PhaseSelectionError, match="'nope'"):
+        select_phases(plan, ["nope"], None)
