@@ -3,10 +3,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install lint typecheck test test-unit test-lab bench golden
+.PHONY: deps install lint typecheck test test-unit test-lab bench golden
 
 $(PY):
 	python3 -m venv $(VENV)
+
+# Debian packages (root): debootstrap, systemd-container, apt proxy, ssh, openssl.
+deps:
+	bash scripts/install-debian-deps.sh
 
 install: $(PY)
 	$(PY) -m pip install -q --upgrade pip
