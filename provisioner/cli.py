@@ -95,7 +95,7 @@ def render(
     state_dir: StateDir = None,
 ) -> None:
     """Render every host's files and the ansible-runner inputs into --out."""
-    from provisioner.render.material import MaterialError, prepare
+    from provisioner.render.material import MaterialError, prepare, write_admin_kubeconfig
     from provisioner.render.tree import render as render_tree
     from provisioner.render.tree import write_tree
 
@@ -104,6 +104,7 @@ def render(
     try:
         material, report = prepare(p, sdir, file.resolve().parent)
         tree = render_tree(p, material, _default_key(p, sdir))
+        admin = write_admin_kubeconfig(p, material, sdir)
     except MaterialError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -111,7 +112,7 @@ def render(
     files = sum(len(f) for f in tree.hosts.values())
     typer.echo(f"rendered {files} files for {len(tree.hosts)} hosts into {out} "
                f"(PKI: {len(report.created)} created, {len(report.reissued)} reissued, "
-               f"{len(report.kept)} kept in {sdir / 'pki'})")
+               f"{len(report.kept)} kept in {sdir / 'pki'}); admin kubeconfig: {admin}")
 
 
 def _default_key(p: Plan, sdir: Path) -> Path | None:

@@ -86,6 +86,9 @@ def test_render_writes_tree(tmp_path: Path, state_root: Path) -> None:
     cdir = state_root / "clusters" / "lab"
     assert stat.S_IMODE(cdir.stat().st_mode) == 0o700
     assert stat.S_IMODE((cdir / "pki" / "ca.key").stat().st_mode) == 0o600
+    admin = cdir / "admin.kubeconfig"
+    assert stat.S_IMODE(admin.stat().st_mode) == 0o600
+    assert '"https://192.168.56.11:6443"' in admin.read_text()
     # secrets never reach the terminal
     assert "BEGIN" not in result.output
     again = runner.invoke(app, ["render", spec, "--out", str(out)])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provisioner.pki import PkiReport, ensure_pki
+from provisioner.pki.kubeconfig import kubeconfig
 from provisioner.plan.model import Plan
 from provisioner.state import private_dir, write_private
 
@@ -98,3 +99,15 @@ def prepare(plan: Plan, state_dir: Path, spec_dir: Path,
     if not key_file.exists():
         write_private(key_file, base64.b64encode(secrets.token_bytes(32)) + b"\n")
     return StateMaterial(plan, pki_dir, secrets_dir, spec_dir), report
+
+
+def write_admin_kubeconfig(plan: Plan, material: StateMaterial, state_dir: Path) -> Path:
+    """``<state>/admin.kubeconfig`` (0600, certificates embedded) for kubectl on the controller;
+    rewritten only when it changes."""
+    text = kubeconfig(plan.name, plan.endpoints.admin, "kubernetes-admin",
+                      ca_data=material.cert("ca"), cert_data=material.cert("admin"),
+                      key_data=material.key("admin")).encode()
+    path = state_dir / "admin.kubeconfig"
+    if not path.exists() or path.read_bytes() != text:
+        write_private(path, text)
+    return path
