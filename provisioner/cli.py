@@ -15,6 +15,7 @@ import typer
 
 from provisioner import __version__
 from provisioner.cli_machines import app as machines_app
+from provisioner.cli_provision import app as provision_app
 from provisioner.plan import PhaseSelectionError, Plan, build_plan, select_phases
 from provisioner.plan.show import plan_json, plan_text
 from provisioner.spec import Cluster, SpecError, load_file
@@ -161,6 +162,8 @@ def _root(
 
 
 app.add_typer(machines_app, name="machines", help="Local machines for nspawn clusters.")
+# provision and status are top-level commands defined beside the provision flow.
+app.registered_commands += provision_app.registered_commands
 
 
 def main() -> None:

@@ -102,5 +102,8 @@ def runner_files(plan: Plan, ssh_key: Path | None) -> dict[str, bytes]:
                                             sort_keys=True) + "\n").encode(),
         "env/extravars": _yaml(extravars(plan)),
         "env/envvars": _yaml(envvars(plan)),
-        "env/settings": _yaml({"suppress_ansible_output": True, "job_timeout": 3600}),
+        # Read by ansible-runner after the run's arguments: the executor consumes events, and
+        # a stdout copy on disk could hold task output.
+        "env/settings": _yaml({"suppress_ansible_output": True, "suppress_output_file": True,
+                               "job_timeout": 3600}),
     }

@@ -1,0 +1,364 @@
+"""The provision flow: spec -> plan -> machines -> render -> artifacts -> phase playbooks.
+
+Scope: ``provision`` (a plain function the ``provision`` command calls) and the run summary it
+writes. It loads and plans the spec, selects phases (``--only``/``--skip``), brings nspawn
+machines up, prepares PKI and renders every host's files into ``<cluster>/rendered/``,
+fetches artifacts, then runs each selected top-level phase's playbook on that phase's hosts,
+in order, stopping at the first failed phase. Each run gets
+``<cluster>/runs/<UTC timestamp>-<id>/`` with ``events.jsonl`` and ``summary.json``.
+One provision per cluster at a time (a lock file), so two runs never interleave on a host.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from provisioner.execute import (
+    EVENTS_FILE,
+    ExecuteError,
+    HostResult,
+    PhaseResult,
+    ProgressSink,
+    TaskTiming,
+    run_playbook,
+)
+from provisioner.execute.runner import rendered_envvars
+from provisioner.plan import Phase, PhaseSelectionError, Plan, build_plan, select_phases
+from provisioner.providers.base import ProviderError
+from provisioner.spec import SpecError, load_file
+from provisioner.state import ENV_ROOT, cluster_dir, private_dir, state_root, write_private
+
+SUMMARY_FILE = "summary.json"
+# Phases whose playbook belongs to a later issue: skipped with this reason, not failed.
+NOT_IMPLEMENTED = {"verify": "not implemented yet (verify issue)"}
+
+
+class ProvisionError(RuntimeError):
+    """Provisioning could not start or a step before the playbooks failed."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Where a provision run stopped."""
+
+    phase: str
+    host: str | None
+    task: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"phase {self.phase}"
+        if self.host:
+            where += f", host {self.host}"
+        if self.task:
+            where += f", task {self.task!r}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    """What one provision run did."""
+
+    cluster: str
+    run_id: str
+    run_dir: Path
+    selected: tuple[str, ...]
+    phases: tuple[PhaseResult, ...]
+    skipped: tuple[tuple[str, str], ...]
+    seconds: float
+    failure: Failure | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def succeeded(self) -> bool:
+        """Every phase that ran succeeded."""
+        return self.failure is None
+
+    @property
+    def changed(self) -> int:
+        """Changed tasks over all phases and hosts."""
+        return sum(p.changed for p in self.phases)
+
+    def host_totals(self) -> dict[str, HostResult]:
+        """Per-host counts summed over the phases that ran."""
+        out: dict[str, HostResult] = {}
+        for p in self.phases:
+            for name, h in p.hosts.items():
+                t = out.get(name, HostResult(name))
+                out[name] = HostResult(
+                    name, t.ok + h.ok, t.changed + h.changed, t.failed + h.failed,
+                    t.unreachable + h.unreachable, t.skipped + h.skipped,
+                    (*t.failures, *h.failures))
+        return dict(sorted(out.items()))
+
+    def slowest(self, n: int = 10) -> list[TaskTiming]:
+        """The slowest task results of the whole run."""
+        return sorted((t for p in self.phases for t in p.slowest), key=lambda t: -t.seconds)[:n]
+
+    def to_json(self) -> dict[str, Any]:
+        """``summary.json``."""
+        return {
+            "cluster": self.cluster,
+            "run_id": self.run_id,
+            "run_dir": str(self.run_dir),
+            "succeeded": self.succeeded,
+            "seconds": round(self.seconds, 3),
+            "changed": self.changed,
+            "selected": list(self.selected),
+            "skipped": [{"phase": p, "reason": r} for p, r in self.skipped],
+            "failure": None if self.failure is None else {
+                "phase": self.failure.phase, "host": self.failure.host,
+                "task": self.failure.task, "message": self.failure.message},
+            "hosts": {n: h.to_json() for n, h in self.host_totals().items()},
+            "slowest": [t._asdict() for t in self.slowest()],
+            "phases": [p.to_json() for p in self.phases],
+            "notes": list(self.notes),
+        }
+
+
+def new_run_id() -> str:
+    """``<UTC timestamp>-<short random id>``: sorts by time, unique across parallel runs."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+@contextmanager
+def cluster_lock(sdir: Path) -> Iterator[None]:
+    """Hold the cluster's provision lock, or fail at once if another run holds it."""
+    with (sdir / "provision.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ProvisionError(f"another provision of this cluster is running "
+                                 f"(lock {sdir / 'provision.lock'})") from None
+        yield
+
+
+def phase_targets(top: Phase, selected: tuple[Phase, ...]) -> tuple[list[str], list[str]] | None:
+    """(hosts, selected names) of a top-level phase, or None if nothing of it is selected.
+
+    A selected phase runs on all its hosts; a phase selected only through sub-phases
+    (``--only runtime/containerd``) runs on those sub-phases' hosts.
+    """
+    names = {p.name for p in selected}
+    if top.name in names:
+        return list(top.hosts), [p.name for p in top.walk() if p.name in names]
+    children = [c for c in top.walk()[1:] if c.name in names]
+    if not children:
+        return None
+    hosts = [h for h in top.hosts if any(h in c.hosts for c in children)]
+    return hosts, [c.name for c in children]
+
+
+def pinned_ssh_args(rendered: str, known_hosts: Path) -> str:
+    """The rendered ssh arguments with host key checking against the provider's pinned
+    ``known_hosts`` instead of switched off (ssh takes the first value of an option, and
+    Ansible puts these first, so the rendered ``StrictHostKeyChecking=no`` must go)."""
+    words = rendered.split()
+    kept: list[str] = []
+    i = 0
+    while i < len(words):
+        if words[i] == "-o" and i + 1 < len(words) and words[i + 1].split("=")[0] in (
+                "UserKnownHostsFile", "StrictHostKeyChecking"):
+            i += 2
+            continue
+        kept.append(words[i])
+        i += 1
+    return " ".join([*kept, "-o", f"UserKnownHostsFile={known_hosts}",
+                     "-o", "StrictHostKeyChecking=yes"])
+
+
+def artifacts_for(plan: Plan, selected: tuple[Phase, ...]) -> list[str]:
+    """Artifacts the selected phases install, in the plan's order: ``--only os,runtime``
+    must not need (or download) the Kubernetes server binaries."""
+    from provisioner.components import ALL
+
+    names = {p.name for p in selected}
+    wanted: set[str] = set()
+    for c in ALL:
+        if c.phase not in names and f"{c.phase}/{c.name}" not in names:
+            continue
+        if any(c.name in h.parts for h in plan.hosts):
+            wanted.update(c.artifacts)
+            if c.name == "containerd":
+                wanted.add(plan.cluster.spec.container_runtime.oci_runtime)
+    in_order = dict.fromkeys(a for h in plan.hosts for a in h.artifacts)
+    return [a for a in in_order if a in wanted]
+
+
+def _artifact_extravars(plan: Plan, selected: tuple[Phase, ...], spec_dir: Path,
+                        notes: list[str]) -> dict[str, Any]:
+    names = artifacts_for(plan, selected)
+    if not names:
+        return {"provisioner_artifacts": {}}
+    try:
+        # Imported by name: the artifacts package is developed alongside and may be absent
+        # or not yet export its contract (fetch, artifacts_extravars).
+        artifacts = importlib.import_module("provisioner.artifacts")
+    except ModuleNotFoundError as exc:
+        if exc.name != "provisioner.artifacts":
+            raise
+        artifacts = None
+    fetch = getattr(artifacts, "fetch", None)
+    to_vars = getattr(artifacts, "artifacts_extravars", None)
+    if fetch is None or to_vars is None:
+        notes.append("note: provisioner.artifacts does not provide fetch/artifacts_extravars "
+                     "yet; playbooks get no artifacts (provisioner_artifacts is empty)")
+        return {"provisioner_artifacts": {}}
+    try:
+        fetched = fetch(plan, state_root() / "cache" / "artifacts", spec_dir, names=names)
+        return dict(to_vars(fetched))
+    except (OSError, ValueError) as exc:  # ArtifactError is a ValueError
+        raise ProvisionError(f"artifacts: {exc}") from None
+
+
+def _render(plan: Plan, sdir: Path, spec_dir: Path) -> Path:
+    from provisioner.render.material import MaterialError, prepare
+    from provisioner.render.tree import render, write_tree
+
+    key = None if plan.cluster.spec.provider.type == "static" else sdir / "ssh" / "id_ed25519"
+    try:
+        material, _ = prepare(plan, sdir, spec_dir)
+        tree = render(plan, material, key)
+    except MaterialError as exc:
+        raise ProvisionError(str(exc)) from None
+    out = sdir / "rendered"
+    write_tree(tree, out)
+    return out
+
+
+def _machines_up(plan: Plan, progress: ProgressSink) -> None:
+    from provisioner.providers.registry import provider_for
+
+    try:
+        result = provider_for(plan.cluster, progress.note).up()
+    except ProviderError as exc:
+        raise ProvisionError(f"machines: {exc}") from None
+    for warning in result.warnings:
+        progress.note(f"warning: {warning}")
+
+
+def provision(
+    spec_file: Path,
+    only: list[str] | None,
+    skip: list[str] | None,
+    state_dir: Path | None,
+    machines: bool,
+    progress: ProgressSink,
+) -> ProvisionResult:
+    """Converge the hosts of ``spec_file``: the selected phases, in order, stopping at the
+    first failure. ``machines`` brings the provider's machines up first (nspawn only).
+
+    Raises ``ProvisionError`` when the run cannot start (bad spec or selection, machines,
+    PKI, artifacts, lock); a failed phase is reported in the result, not raised.
+    """
+    started = time.monotonic()
+    if state_dir is not None:
+        # Providers and the SSH helpers find the state root through the environment.
+        os.environ[ENV_ROOT] = str(state_dir)
+    try:
+        plan = build_plan(load_file(spec_file))
+    except SpecError as exc:
+        raise ProvisionError(str(exc)) from None
+    try:
+        selected = select_phases(plan, only, skip)
+    except PhaseSelectionError as exc:
+        raise ProvisionError(str(exc), exit_code=2) from None
+    spec_dir = spec_file.resolve().parent
+    sdir = cluster_dir(plan.name, state_dir)
+    notes: list[str] = []
+    with cluster_lock(sdir):
+        if machines and plan.cluster.spec.provider.type == "nspawn":
+            _machines_up(plan, progress)
+        rendered = _render(plan, sdir, spec_dir)
+        base_vars: dict[str, Any] = {
+            "provisioner_rendered_dir": str((rendered / "hosts").resolve()),
+            "provisioner_selected": [p.name for p in selected],
+            **_artifact_extravars(plan, selected, spec_dir, notes),
+        }
+        known_hosts = sdir / "ssh" / "known_hosts"
+        pdd = rendered / "runner"
+        if plan.cluster.spec.provider.type == "nspawn" and known_hosts.exists():
+            rendered_args = rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", "")
+            # Extra vars outrank env/envvars for the ssh plugin's ``ssh_args`` option.
+            base_vars["ansible_ssh_args"] = pinned_ssh_args(rendered_args, known_hosts)
+        run_id = new_run_id()
+        base_vars["provisioner_run_id"] = run_id
+        run_dir = private_dir(sdir / "runs" / run_id)
+        for note in notes:
+            progress.note(note)
+        results, skipped, failure = _run_phases(plan, selected, pdd, base_vars, run_dir,
+                                                progress)
+        result = ProvisionResult(
+            cluster=plan.name, run_id=run_id, run_dir=run_dir,
+            selected=tuple(p.name for p in selected), phases=tuple(results),
+            skipped=tuple(skipped), seconds=time.monotonic() - started, failure=failure,
+            notes=tuple(notes))
+        write_private(run_dir / SUMMARY_FILE,
+                      (json.dumps(result.to_json(), indent=1) + "\n").encode())
+        (run_dir / EVENTS_FILE).touch(mode=0o600)
+    return result
+
+
+def _run_phases(
+    plan: Plan,
+    selected: tuple[Phase, ...],
+    pdd: Path,
+    base_vars: dict[str, Any],
+    run_dir: Path,
+    progress: ProgressSink,
+) -> tuple[list[PhaseResult], list[tuple[str, str]], Failure | None]:
+    results: list[PhaseResult] = []
+    skipped: list[tuple[str, str]] = []
+    for top in plan.phases:
+        target = phase_targets(top, selected)
+        if target is None:
+            continue
+        hosts, names = target
+        reason = NOT_IMPLEMENTED.get(top.name) or (None if hosts else "no hosts")
+        if reason is not None:
+            skipped.append((top.name, reason))
+            progress.note(f"phase {top.name}: skipped, {reason}")
+            continue
+        extravars = {**base_vars, "provisioner_selected": names}
+        try:
+            result = run_playbook(pdd, top.playbook, hosts, extravars, run_dir, top.name,
+                                  progress)
+        except ExecuteError as exc:
+            return results, skipped, Failure(top.name, None, None, str(exc))
+        results.append(result)
+        if not result.succeeded:
+            failures = result.failures()
+            if failures:
+                host, task, message = failures[0]
+                return results, skipped, Failure(top.name, host, task, message)
+            return results, skipped, Failure(top.name, None, None,
+                                             result.error or f"status {result.status}")
+    return results, skipped, None
+
+
+def last_summary(sdir: Path) -> dict[str, Any] | None:
+    """The newest run's ``summary.json`` of a cluster, if any run finished."""
+    runs = sdir / "runs"
+    if not runs.is_dir():
+        return None
+    for d in sorted(runs.iterdir(), reverse=True):
+        f = d / SUMMARY_FILE
+        if f.is_file():
+            data: dict[str, Any] = json.loads(f.read_text())
+            return data
+    return None
