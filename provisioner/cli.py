@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from provisioner import __version__
+from provisioner.cli_artifacts import app as artifacts_app
 from provisioner.cli_machines import app as machines_app
 from provisioner.cli_provision import app as provision_app
 from provisioner.plan import PhaseSelectionError, Plan, build_plan, select_phases
@@ -162,6 +163,7 @@ def _root(
 
 
 app.add_typer(machines_app, name="machines", help="Local machines for nspawn clusters.")
+app.add_typer(artifacts_app, name="artifacts", help="Download, verify and bundle binaries.")
 # provision and status are top-level commands defined beside the provision flow.
 app.registered_commands += provision_app.registered_commands
 

@@ -1,0 +1,480 @@
+"""Fetching artifacts to the controller: online, from a mirror, or from a local directory/bundle.
+
+Scope: one verified file per artifact on the controller, from the source the spec names.
+Downloads go to ``<cache_root>/<name>/<version>/<file>`` through a temp file that is renamed
+only after its sha256 matched, with a ``.sha256`` record beside it; a cached file whose hash
+still matches its record is used without any network access. A local source is verified
+against its ``manifest.json`` on every fetch and never replaced by a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, cast
+
+from provisioner.artifacts.files import (
+    CHUNK,
+    parse_checksum_file,
+    record_path,
+    record_text,
+    resolve_members,
+    sha256_file,
+    sha256_stream,
+    tar_files,
+    temp_beside,
+    write_atomic,
+    write_tar,
+)
+from provisioner.artifacts.manifest import Manifest, default_manifest, needed
+from provisioner.artifacts.model import (
+    KINDS,
+    ArtifactError,
+    FetchedArtifact,
+    InstallItem,
+    Kind,
+    Release,
+)
+from provisioner.plan.model import Plan
+
+UrlRewrite = Callable[[str], str]
+DEFAULT_TIMEOUT = 60.0
+MANIFEST_JSON = "manifest.json"
+
+OFFLINE_FIX = (
+    "use artifacts.source: local with a bundle made on a machine with internet access "
+    "(`provisioner artifacts bundle FILE --out bundle.tar`), or artifacts.source: mirror"
+)
+
+
+@dataclass(frozen=True)
+class _Http:
+    """How to reach the network for one fetch: URL rewriting (tests), timeout, source label."""
+
+    rewrite: UrlRewrite
+    timeout: float
+    source: str  # "online" or "mirror", for messages
+    fix: str
+
+
+def fetch(
+    plan: Plan,
+    cache_root: Path,
+    spec_dir: Path,
+    *,
+    names: Collection[str] | None = None,
+    manifest: Manifest | None = None,
+    url_rewrite: UrlRewrite | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> dict[str, FetchedArtifact]:
+    """A verified controller file for every artifact ``plan`` needs (or just ``names``).
+
+    ``spec_dir`` anchors a relative ``artifacts.path``. ``manifest`` and ``url_rewrite``
+    replace the packaged manifest and rewrite every URL before use (tests point them at a
+    local server). Raises ``ArtifactError`` naming the artifact, the source and the fix.
+    """
+    wanted = needed(plan) if names is None else tuple(dict.fromkeys(names))
+    spec = plan.cluster.spec.artifacts
+    cache_root = Path(cache_root)
+    if spec.source == "local":
+        if spec.path is None:
+            raise ArtifactError("artifacts.source local needs artifacts.path")
+        path = spec.path if spec.path.is_absolute() else spec_dir / spec.path
+        return fetch_local(local_root(path, cache_root), wanted)
+    man = manifest if manifest is not None else default_manifest()
+    releases = [man.release_for(n, plan) for n in wanted]
+    if spec.source == "mirror":
+        if spec.mirror_url is None:
+            raise ArtifactError("artifacts.source mirror needs artifacts.mirrorURL")
+        http = _Http(url_rewrite or _same, timeout, "mirror",
+                     f"check that {spec.mirror_url} serves <name>/<version>/<file> (a bundle "
+                     "extracted into the web root has that layout), or " + OFFLINE_FIX)
+        base = spec.mirror_url.rstrip("/")
+        return _fetch_all(releases, cache_root, http, base)
+    http = _Http(url_rewrite or _same, timeout, "online",
+                 "check this machine's network access to it, or " + OFFLINE_FIX)
+    return _fetch_all(releases, cache_root, http, None)
+
+
+def _same(url: str) -> str:
+    return url
+
+
+def _fetch_all(
+    releases: list[Release], cache_root: Path, http: _Http, mirror: str | None
+) -> dict[str, FetchedArtifact]:
+    out: dict[str, FetchedArtifact] = {}
+    done: dict[Path, str] = {}  # shared files (etcd/etcdctl) are fetched once
+    for rel in releases:
+        path = cache_root / rel.layout_path
+        if path not in done:
+            done[path] = _ensure(rel, path, http, mirror)
+        sha = done[path]
+        out[rel.name] = FetchedArtifact(
+            name=rel.name, version=rel.version, path=path, sha256=sha, kind=rel.kind,
+            install=_install_for(rel.name, rel.version, rel.kind, path, sha, rel.install,
+                                 cache=True),
+        )
+    return out
+
+
+def _what(rel: Release) -> str:
+    return f"artifact {rel.name} {rel.version}"
+
+
+def _ensure(rel: Release, path: Path, http: _Http, mirror: str | None) -> str:
+    """The sha256 of a verified ``path``, downloading it first unless the cache holds it."""
+    hit = _cache_hit(path, rel.sha256)
+    # A deb tar has no pinned hash of its own: it is current only if it holds exactly the
+    # packages the manifest lists now (the dependency list can change within one version).
+    if hit is not None and (
+        rel.kind != "deb" or set(tar_files(path)) == {d.filename for d in rel.debs}
+    ):
+        return hit
+    if mirror is not None:
+        url = f"{mirror}/{rel.layout_path}"
+        sha = _fetch_from_mirror(rel, url, path, http)
+    elif rel.kind == "deb":
+        sha = _build_debs(rel, path, http)
+    else:
+        assert rel.url is not None  # the manifest requires a url for non-deb kinds
+        sha = _download(http.rewrite(rel.url), path, _expected_online(rel, http), _what(rel), http)
+    write_atomic(record_path(path), record_text(sha, path.name).encode())
+    return sha
+
+
+def _cache_hit(path: Path, want: str | None) -> str | None:
+    """The recorded sha256 if ``path`` is cached, matches its record and ``want``."""
+    rec = record_path(path)
+    if not path.is_file() or not rec.is_file():
+        return None
+    parts = rec.read_text().split()
+    recorded = parts[0] if parts else ""
+    if want is not None and recorded != want:
+        return None  # the manifest moved on (or the record is stale): fetch again
+    # Re-hash: a cache damaged on disk must not be copied to hosts.
+    return recorded if sha256_file(path) == recorded else None
+
+
+def _expected_online(rel: Release, http: _Http) -> str:
+    if rel.sha256 is not None:
+        return rel.sha256
+    if rel.checksum_url is None:
+        raise ArtifactError(
+            f"{_what(rel)}: no sha256 is recorded for this version and the project publishes no "
+            "checksum file, so the download cannot be verified. Fix: add the sha256 of a "
+            "verified download to provisioner/versions/artifacts.yaml, pick a pinned version "
+            "that has one, or " + OFFLINE_FIX
+        )
+    url = http.rewrite(rel.checksum_url)
+    text = _get_text(url, _what(rel), http)
+    assert text is not None  # _get_text only returns None when missing_ok
+    sha = parse_checksum_file(text, rel.file)
+    if sha is None:
+        raise ArtifactError(
+            f"{_what(rel)}: the checksum file {url} has no sha256 for {rel.file}. Fix: record "
+            "the sha256 in provisioner/versions/artifacts.yaml"
+        )
+    return sha
+
+
+def _fetch_from_mirror(rel: Release, url: str, path: Path, http: _Http) -> str:
+    published: str | None = None
+    if rel.sha256 is None or rel.kind == "deb":
+        # The optional `<file>.sha256` beside the file is only needed when nothing is pinned.
+        beside = _get_text(http.rewrite(url + ".sha256"), _what(rel), http, missing_ok=True)
+        published = parse_checksum_file(beside, rel.file) if beside is not None else None
+    expected = rel.sha256 or published
+    if rel.kind == "deb":
+        # Debian publishes hashes of the .debs, not of our tar: verify each package inside.
+        sha = _download(http.rewrite(url), path, published, _what(rel), http,
+                        check=lambda tmp: _check_debs(rel, tmp, url))
+        return sha
+    if expected is None:
+        raise ArtifactError(
+            f"{_what(rel)}: no sha256 is recorded for this version and the mirror has no "
+            f"{url}.sha256 beside the file. Fix: put a sha256 file there (bundles carry one), "
+            "or record it in provisioner/versions/artifacts.yaml"
+        )
+    return _download(http.rewrite(url), path, expected, _what(rel), http)
+
+
+def _check_debs(rel: Release, tar_path: Path, where: str) -> None:
+    want = {d.filename: d.sha256 for d in rel.debs}
+    got: dict[str, str] = {}
+    with tarfile.open(tar_path, "r:*") as tar:
+        for m in tar.getmembers():
+            f = tar.extractfile(m) if m.isfile() else None
+            if f is not None:
+                got[PurePosixPath(m.name).name] = sha256_stream(f)
+    if got != want:
+        bad = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
+        raise ArtifactError(
+            f"{_what(rel)}: {where}: the packages inside do not match the manifest's Debian "
+            f"sha256s ({', '.join(bad)}); refusing it. Fix: rebuild the mirror's copy with "
+            "`provisioner artifacts bundle`"
+        )
+
+
+def _build_debs(rel: Release, path: Path, http: _Http) -> str:
+    """Download each .deb (verified against Debian's hash) and tar them reproducibly."""
+    debs_dir = path.parent / "debs"
+    members: list[tuple[str, Path]] = []
+    for d in rel.debs:
+        deb = debs_dir / d.filename
+        if _cache_hit(deb, d.sha256) is None:
+            _download(http.rewrite(d.url), deb, d.sha256, f"{_what(rel)} ({d.filename})", http)
+            write_atomic(record_path(deb), record_text(d.sha256, deb.name).encode())
+        members.append((d.filename, deb))
+    write_tar(members, path)
+    return sha256_file(path)
+
+
+def _open(url: str, what: str, http: _Http) -> Any:
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "provisioner"})
+        return urllib.request.urlopen(req, timeout=http.timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise ArtifactError(
+            f"{what}: {url} answered HTTP {exc.code} ({http.source} source). Fix: {http.fix}"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ArtifactError(
+            f"{what}: cannot download {url} ({http.source} source): {reason}. Fix: {http.fix}"
+        ) from None
+
+
+def _get_text(url: str, what: str, http: _Http, missing_ok: bool = False) -> str | None:
+    """A small text file (a checksum), or None if ``missing_ok`` and the server says 404."""
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "provisioner"})
+        with urllib.request.urlopen(req, timeout=http.timeout) as resp:
+            return cast(bytes, resp.read(1 << 20)).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if missing_ok and exc.code == 404:
+            return None
+        raise ArtifactError(
+            f"{what}: checksum file {url} answered HTTP {exc.code} ({http.source} source). "
+            f"Fix: {http.fix}"
+        ) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ArtifactError(
+            f"{what}: cannot download checksum file {url} ({http.source} source): {reason}. "
+            f"Fix: {http.fix}"
+        ) from None
+
+
+def _download(
+    url: str,
+    dest: Path,
+    expected: str | None,
+    what: str,
+    http: _Http,
+    check: Callable[[Path], None] | None = None,
+) -> str:
+    """Stream ``url`` into ``dest`` through a temp file; keep it only if it verifies."""
+    tmp = temp_beside(dest)
+    h = hashlib.sha256()
+    try:
+        with _open(url, what, http) as resp, tmp.open("wb") as out:
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except OSError as exc:
+                    raise ArtifactError(
+                        f"{what}: download of {url} broke off: {exc}. Fix: {http.fix}"
+                    ) from None
+                if not chunk:
+                    break
+                h.update(chunk)
+                out.write(chunk)
+        got = h.hexdigest()
+        if expected is not None and got != expected:
+            raise ArtifactError(
+                f"{what}: {url}: sha256 mismatch: expected {expected}, got {got}; the file was "
+                "refused and not cached (corrupted download or tampered file). Fix: retry; if "
+                f"it persists, the source serves a different file than the manifest pins"
+            )
+        if check is not None:
+            check(tmp)
+        tmp.chmod(0o644)
+        os.replace(tmp, dest)
+        return got
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _install_for(
+    name: str, version: str, kind: Kind, path: Path, sha: str,
+    items: tuple[InstallItem, ...], cache: bool,
+) -> tuple[InstallItem, ...]:
+    """Check the file is what its kind says, and spell tar members as the archive does."""
+    what = f"artifact {name} {version}"
+    if kind == "binary":
+        return items
+    side = path.with_name(path.name + f".{name}.install.json")
+    if cache and side.is_file():
+        try:
+            data = json.loads(side.read_text())
+            if data.get("sha256") == sha and data.get("want") == [list(_row(i)) for i in items]:
+                return tuple(InstallItem(*row) for row in data["install"])
+        except (ValueError, TypeError, KeyError):
+            pass  # unreadable side file: recompute below
+    try:
+        if kind == "deb":
+            files = tar_files(path)
+            if not files or any(not n.endswith(".deb") for n in files):
+                raise ArtifactError(
+                    f"{what}: {path} must be a tar holding only .deb files (has: "
+                    f"{', '.join(sorted(files)[:8]) or 'nothing'})"
+                )
+            resolved: tuple[InstallItem, ...] = ()
+        else:
+            resolved, missing = resolve_members(path, items)
+            if missing:
+                raise ArtifactError(
+                    f"{what}: {path} lacks {', '.join(missing)} (has: "
+                    f"{', '.join(sorted(tar_files(path))[:12])}). Fix: correct the install "
+                    "members in the manifest"
+                )
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError(f"{what}: {path} is not a readable tar archive: {exc}") from None
+    if cache:
+        write_atomic(side, json.dumps({
+            "sha256": sha, "want": [list(_row(i)) for i in items],
+            "install": [list(_row(i)) for i in resolved],
+        }).encode())
+    return resolved
+
+
+def _row(i: InstallItem) -> tuple[str, str, str]:
+    return (i.member, i.dest, i.mode)
+
+
+# --- local source -------------------------------------------------------------------------
+
+
+def local_root(path: Path, cache_root: Path) -> Path:
+    """The directory holding a local source: ``path`` itself, or a bundle extracted once."""
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise ArtifactError(
+            f"artifacts.path {path}: no such directory or bundle file. Fix: point it at a "
+            "directory with manifest.json or a bundle made by `provisioner artifacts bundle`"
+        )
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    dest = cache_root / "bundles" / key[:16]
+    if (dest / ".complete").is_file():
+        return dest
+    tmp = temp_beside(dest)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        with tarfile.open(path, "r:*") as tar:
+            # The "data" filter refuses absolute paths, .. and device files in the bundle.
+            tar.extractall(tmp, filter="data")
+        if not (tmp / MANIFEST_JSON).is_file():
+            raise ArtifactError(
+                f"artifacts.path {path}: the bundle has no {MANIFEST_JSON} at its top. Fix: make "
+                "it with `provisioner artifacts bundle FILE --out bundle.tar`"
+            )
+        (tmp / ".complete").write_text("")
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError(f"artifacts.path {path}: not a readable bundle tar: {exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def read_local_manifest(root: Path) -> dict[str, dict[str, Any]]:
+    """The ``manifest.json`` of a local source, checked for shape."""
+    mpath = root / MANIFEST_JSON
+    try:
+        data = json.loads(mpath.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(
+            f"local artifact source {root}: no {MANIFEST_JSON}. Fix: use a directory made from "
+            "a bundle (`provisioner artifacts bundle`), which lists every file and its sha256"
+        ) from None
+    except ValueError as exc:
+        raise ArtifactError(f"local artifact source {mpath}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ArtifactError(f"local artifact source {mpath}: expected {{name: {{...}}}}")
+    return cast(dict[str, dict[str, Any]], data)
+
+
+def fetch_local(root: Path, names: Collection[str]) -> dict[str, FetchedArtifact]:
+    """Verify ``names`` in the local source at ``root`` against its manifest.json."""
+    manifest = read_local_manifest(root)
+    missing = [n for n in names if n not in manifest]
+    if missing:
+        raise ArtifactError(
+            f"artifact {', '.join(missing)}: not in the local source {root} (it has: "
+            f"{', '.join(sorted(manifest)) or 'nothing'}). Fix: add "
+            f"{'it' if len(missing) == 1 else 'them'} to the source, e.g. make the bundle with "
+            "`provisioner artifacts bundle` on a machine with internet access"
+        )
+    out: dict[str, FetchedArtifact] = {}
+    hashed: dict[Path, str] = {}
+    for name in names:
+        out[name] = _local_one(root, name, manifest[name], hashed)
+    return out
+
+
+def _local_one(
+    root: Path, name: str, entry: Mapping[str, Any], hashed: dict[Path, str]
+) -> FetchedArtifact:
+    version = str(entry.get("version", ""))
+    what = f"artifact {name} {version}".rstrip()
+    try:
+        rel = str(entry["file"])
+        want = str(entry["sha256"]).lower()
+        kind = cast(Kind, str(entry["kind"]))
+        items = tuple(
+            InstallItem(str(i["member"]), str(i["dest"]), str(i["mode"]))
+            for i in entry.get("install", [])
+        )
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(
+            f"{what}: {root / MANIFEST_JSON}: entry lacks {exc}; each needs version, file, "
+            "sha256, kind, install"
+        ) from None
+    if kind not in KINDS or not version:
+        raise ArtifactError(f"{what}: {root / MANIFEST_JSON}: kind must be one of "
+                            f"{', '.join(KINDS)} and version set")
+    if PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
+        raise ArtifactError(f"{what}: {root / MANIFEST_JSON}: file {rel!r} leaves the source")
+    path = root / rel
+    if not path.is_file():
+        raise ArtifactError(
+            f"{what}: {path} is listed in {MANIFEST_JSON} but missing. Fix: restore it or "
+            "rebuild the bundle"
+        )
+    if path not in hashed:
+        hashed[path] = sha256_file(path)
+    got = hashed[path]
+    if got != want:
+        raise ArtifactError(
+            f"{what}: {path}: sha256 mismatch: {MANIFEST_JSON} says {want}, the file has {got}. "
+            "The file was changed or corrupted and is refused (a local source is never "
+            "re-downloaded). Fix: restore the file or rebuild the bundle"
+        )
+    install = _install_for(name, version, kind, path, got, items, cache=False)
+    return FetchedArtifact(name=name, version=version, path=path, sha256=got, kind=kind,
+                           install=install)

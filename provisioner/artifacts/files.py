@@ -1,0 +1,120 @@
+"""File plumbing for artifacts: hashing, checksum files, atomic writes, reproducible tars.
+
+Scope: small pure helpers with no knowledge of sources or the manifest. Tars are written
+reproducibly (sorted, mtime 0, root-owned) so the same inputs always give the same sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from provisioner.artifacts.model import InstallItem
+
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of the file at ``path``."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_stream(stream: IO[bytes]) -> str:
+    """Hex sha256 of everything left in ``stream``."""
+    h = hashlib.sha256()
+    while chunk := stream.read(CHUNK):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_checksum_file(text: str, filename: str) -> str | None:
+    """The sha256 for ``filename`` in a checksum file, or None.
+
+    Accepts the shapes projects publish: a bare hash (dl.k8s.io ``.sha256``) and
+    ``sha256sum`` lines ``<hash>  [*]<path>`` (etcd ``SHA256SUMS``, runc ``runc.sha256sum``,
+    containerd ``.sha256sum``), matched on the file's base name.
+    """
+    bare: list[str] = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if not tokens or not _HEX64.match(tokens[0]):
+            continue
+        if len(tokens) == 1:
+            bare.append(tokens[0].lower())
+        elif tokens[-1].lstrip("*").rsplit("/", 1)[-1] == filename:
+            return tokens[0].lower()
+    return bare[0] if len(bare) == 1 else None
+
+
+def record_path(path: Path) -> Path:
+    """The ``.sha256`` record beside a cached or bundled file."""
+    return path.with_name(path.name + ".sha256")
+
+
+def record_text(sha256: str, filename: str) -> str:
+    """A ``sha256sum``-compatible record line."""
+    return f"{sha256}  {filename}\n"
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file and a rename."""
+    tmp = temp_beside(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def temp_beside(path: Path) -> Path:
+    """A temp path in the same directory (so the final rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.part.{os.getpid()}")
+
+
+def write_tar(members: Iterable[tuple[str, Path]], out: Path) -> None:
+    """Write an uncompressed, reproducible tar of ``(arcname, file)`` pairs to ``out``."""
+    tmp = temp_beside(out)
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+            for arcname, src in sorted(members):
+                info = tarfile.TarInfo(arcname)
+                info.size = src.stat().st_size
+                info.mode = 0o755 if os.access(src, os.X_OK) else 0o644
+                info.mtime = 0
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                with src.open("rb") as f:
+                    tar.addfile(info, f)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def tar_files(path: Path) -> dict[str, str]:
+    """Regular files in the archive at ``path``: name without ``./`` -> name as stored."""
+    with tarfile.open(path, "r:*") as tar:
+        return {m.name.removeprefix("./"): m.name for m in tar.getmembers() if m.isfile()}
+
+
+def resolve_members(
+    path: Path, items: tuple[InstallItem, ...]
+) -> tuple[tuple[InstallItem, ...], list[str]]:
+    """``items`` with members spelled as the archive stores them, and the members it lacks."""
+    files = tar_files(path)
+    out: list[InstallItem] = []
+    missing: list[str] = []
+    for i in items:
+        actual = files.get(i.member.removeprefix("./"))
+        if actual is None:
+            missing.append(i.member)
+        else:
+            out.append(InstallItem(actual, i.dest, i.mode))
+    return tuple(out), missing

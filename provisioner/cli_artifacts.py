@@ -1,0 +1,113 @@
+"""``provisioner artifacts``: fetch a spec's artifacts to the controller, or bundle them.
+
+Scope: thin typer commands over ``provisioner.artifacts``. The cache lives under the state
+root (``<state>/cache/artifacts``) and is shared by every cluster. Errors (a bad spec, a
+download or verification failure) print one clear message to stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from provisioner.artifacts import ArtifactError, FetchedArtifact, fetch, write_bundle
+from provisioner.artifacts.manifest import default_manifest
+from provisioner.plan import Plan, build_plan
+from provisioner.spec import SpecError, load_file
+from provisioner.state import private_dir, state_root
+
+app = typer.Typer(
+    help="Release binaries and packages: fetch them to the controller, or bundle them.",
+    no_args_is_help=True,
+)
+# Piped output (logs, CI) would otherwise be cut at 80 columns, truncating paths.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+SpecFile = Annotated[
+    Path,
+    typer.Argument(metavar="FILE", help="Cluster spec (YAML).", show_default=False),
+]
+
+
+def cache_root() -> Path:
+    """The controller's artifact cache, shared by all clusters."""
+    private_dir(state_root())
+    return private_dir(state_root() / "cache") / "artifacts"
+
+
+def _fail(message: str) -> NoReturn:
+    # soft_wrap: an error names URLs and paths; hard wrapping would break them for copying.
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _plan(file: Path) -> Plan:
+    try:
+        return build_plan(load_file(file))
+    except SpecError as exc:
+        _fail(str(exc))
+
+
+def _fetch(file: Path, plan: Plan) -> dict[str, FetchedArtifact]:
+    try:
+        return fetch(plan, cache_root(), file.resolve().parent)
+    except ArtifactError as exc:
+        _fail(f"error: {exc}")
+
+
+def _table(plan: Plan, fetched: dict[str, FetchedArtifact]) -> Table:
+    table = Table(box=box.SIMPLE, show_edge=False)
+    for col in ("ARTIFACT", "VERSION", "KIND", "SHA256", "FILE"):
+        table.add_column(col, no_wrap=True)
+    manifest = default_manifest()
+    for name, fa in fetched.items():
+        version = fa.version
+        if name in manifest.entries:
+            pinned = manifest.pinned_version(name, plan)
+            if pinned != fa.version:
+                # A local source may carry other versions (e.g. Debian's): say so, do not hide it.
+                version = f"{fa.version} (pinned {pinned})"
+        table.add_row(name, version, fa.kind, fa.sha256[:16], str(fa.path))
+    return table
+
+
+@app.command("fetch")
+def fetch_cmd(file: SpecFile) -> None:
+    """Download (or read) and verify every artifact the spec's hosts need."""
+    plan = _plan(file)
+    started = time.monotonic()
+    fetched = _fetch(file, plan)
+    out.print(_table(plan, fetched))
+    out.print(f"{len(fetched)} artifacts verified ({plan.cluster.spec.artifacts.source} source) "
+              f"in {time.monotonic() - started:.1f}s", markup=False, highlight=False)
+
+
+@app.command()
+def bundle(
+    file: SpecFile,
+    output: Annotated[
+        Path,
+        typer.Option("--out", help="Bundle tar to write; use it as artifacts.path with "
+                     "source local, or extract it into a web root for source mirror.",
+                     show_default=False),
+    ],
+) -> None:
+    """Fetch every artifact the spec needs and write them into one tar with manifest.json."""
+    plan = _plan(file)
+    fetched = _fetch(file, plan)
+    try:
+        write_bundle(fetched, output)
+    except OSError as exc:
+        _fail(f"error: cannot write {output}: {exc}")
+    out.print(_table(plan, fetched))
+    size = output.stat().st_size / 2**20
+    out.print(f"wrote {output} ({size:.1f} MiB, {len(fetched)} artifacts)", markup=False,
+              highlight=False)
