@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps install lint typecheck test test-unit test-lab bench golden
+.PHONY: deps install lab-artifacts lint typecheck test test-unit test-lab bench golden
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -15,6 +15,13 @@ deps:
 install: $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+
+# The lab's `local` artifact source, from Debian packages (etcd, containerd, runc, CNI
+# plugins, haproxy, keepalived) and the crictl stand-in: the official releases cannot be
+# downloaded here. inventories/nspawn-3cp-2w.yaml points at it.
+LAB_ARTIFACTS ?= .provisioner/lab-artifacts
+lab-artifacts: $(PY)
+	$(PY) -m tests.fixtures.debian_artifacts $(LAB_ARTIFACTS)
 
 lint: $(PY)
 	$(VENV)/bin/ruff check provisioner tests bench

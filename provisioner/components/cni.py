@@ -86,10 +86,12 @@ class CNIBridge(Component):
 
 
 class CNIPlugins(Component):
-    """The reference CNI plugin binaries in /opt/cni/bin (every CNI's pods use some)."""
+    """The reference CNI plugin binaries in /opt/cni/bin (every CNI's pods use some).
+
+    Installed with the runtime: containerd's CRI plugin is what executes them."""
 
     name: ClassVar[str] = "cni-plugins"
-    phase: ClassVar[str] = "node"
+    phase: ClassVar[str] = "runtime"
     artifacts: ClassVar[tuple[str, ...]] = ("cni-plugins",)
 
     def runs_on(self, cluster: Cluster, machine: Machine) -> bool:

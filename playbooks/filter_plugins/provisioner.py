@@ -1,0 +1,127 @@
+"""Jinja filters for the provisioner playbooks: manifest selection kept out of templates."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+
+def provisioner_owned_by(
+    files: list[dict[str, Any]], components: list[str]
+) -> list[dict[str, Any]]:
+    """Manifest entries owned by any of ``components`` (entry.components intersects them)."""
+    wanted = set(components)
+    return [entry for entry in files if wanted.intersection(entry.get("components", []))]
+
+
+def provisioner_artifact_list(
+    artifacts: dict[str, dict[str, Any]], names: list[str]
+) -> list[dict[str, Any]]:
+    """The named artifacts as a list, each carrying its ``name``; unknown names are skipped."""
+    return [{**artifacts[name], "name": name} for name in names if name in artifacts]
+
+
+def provisioner_artifact_installs(
+    artifacts: dict[str, dict[str, Any]], names: list[str], cache: str
+) -> list[dict[str, Any]]:
+    """One {name, src, dest, mode} per installed file of the binary and tar artifacts.
+
+    ``src`` is a controller path: the artifact itself for a binary, the unpacked member under
+    ``cache/<sha256>/`` for a tar.
+    """
+    installs: list[dict[str, Any]] = []
+    for art in provisioner_artifact_list(artifacts, names):
+        for item in art.get("install", []):
+            if art["kind"] == "binary":
+                src = art["path"]
+            elif art["kind"] == "tar":
+                src = f"{cache}/{art['sha256']}/{item['member'].lstrip('/')}"
+            else:
+                continue
+            installs.append(
+                {
+                    "name": art["name"],
+                    "src": src,
+                    "dest": item["dest"],
+                    "mode": item.get("mode", "0755"),
+                }
+            )
+    return installs
+
+
+def provisioner_foreign_ports(listening: str, wanted: dict[Any, str]) -> list[str]:
+    """Wanted ports held by a process other than their expected owner, as "port (name)".
+
+    ``listening`` is "port/process port/process ..." as printed by preflight's `ss` probe;
+    ``wanted`` maps port -> expected process name (a re-run finds our own services there).
+    """
+    held: dict[str, str] = {}
+    for pair in listening.split():
+        port, _, name = pair.partition("/")
+        held.setdefault(port, name)
+    return [
+        f"{port} ({held[str(port)] or 'unknown'})"
+        for port, owner in sorted(wanted.items(), key=lambda kv: int(kv[0]))
+        if str(port) in held and held[str(port)] != owner
+    ]
+
+
+def _sha1(path: str) -> str:
+    digest = hashlib.sha1()  # matches `sha1sum` on the host; not a security use
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def provisioner_probe_script(paths: list[str]) -> str:
+    """Read-only shell script printing "sha1 mode owner group path" for each existing file."""
+    quoted = " ".join("'" + p.replace("'", "'\\''") + "'" for p in paths)
+    return (
+        f'for p in {quoted}; do [ -f "$p" ] && '
+        'echo "$(sha1sum < "$p" | cut -d\' \' -f1) $(stat -c \'%a %U %G\' "$p") $p"; done; true'
+    )
+
+
+def provisioner_stale(
+    items: list[dict[str, Any]],
+    probe: list[str],
+    dest: str = "path",
+    src: str = "src",
+    src_root: str = "",
+) -> list[dict[str, Any]]:
+    """Items whose host file (``item[dest]``) is missing or differs from the controller source.
+
+    ``probe`` is the output of :func:`provisioner_probe_script`; a file differs when its sha1,
+    mode or owner (root:root) differ. Lets a no-op run cost one round trip per host instead of
+    one per file, while ``copy`` still does the actual (checked) transfer of stale files.
+    """
+    found: dict[str, tuple[str, int, str, str]] = {}
+    for line in probe:
+        parts = line.split(" ", 4)
+        if len(parts) == 5:
+            found[parts[4]] = (parts[0], int(parts[1], 8), parts[2], parts[3])
+    stale = []
+    for item in items:
+        have = found.get(item[dest])
+        want_mode = int(str(item.get("mode", "0644")), 8)
+        source = os.path.join(src_root, item[src]) if src_root else item[src]
+        if have is None or have[1:] != (want_mode, "root", "root") or have[0] != _sha1(source):
+            stale.append(item)
+    return stale
+
+
+class FilterModule:
+    """Ansible filter plugin entry point."""
+
+    def filters(self) -> dict[str, Any]:
+        """Filters by name."""
+        return {
+            "provisioner_owned_by": provisioner_owned_by,
+            "provisioner_artifact_list": provisioner_artifact_list,
+            "provisioner_artifact_installs": provisioner_artifact_installs,
+            "provisioner_foreign_ports": provisioner_foreign_ports,
+            "provisioner_probe_script": provisioner_probe_script,
+            "provisioner_stale": provisioner_stale,
+        }
