@@ -17,6 +17,7 @@ from provisioner import __version__
 from provisioner.cli_artifacts import app as artifacts_app
 from provisioner.cli_machines import app as machines_app
 from provisioner.cli_provision import app as provision_app
+from provisioner.cli_verify import app as verify_app
 from provisioner.plan import PhaseSelectionError, Plan, build_plan, select_phases
 from provisioner.plan.show import plan_json, plan_text
 from provisioner.spec import Cluster, SpecError, load_file
@@ -166,6 +167,7 @@ app.add_typer(machines_app, name="machines", help="Local machines for nspawn clu
 app.add_typer(artifacts_app, name="artifacts", help="Download, verify and bundle binaries.")
 # provision and status are top-level commands defined beside the provision flow.
 app.registered_commands += provision_app.registered_commands
+app.registered_commands += verify_app.registered_commands
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from rich.table import Table
 from provisioner.execute import LiveProgress, progress_for
 from provisioner.provision import ProvisionError, ProvisionResult, last_summary, provision
 from provisioner.state import ENV_ROOT, cluster_dir
+from provisioner.verify import table as verify_table
 
 app = typer.Typer(help="Converge hosts to a spec and show the last run.")
 # Piped output (logs, CI) would otherwise be cut at 80 columns.
@@ -85,8 +86,14 @@ def provision_cmd(
     word = "succeeded" if result.succeeded else "FAILED"
     out.print(f"provision {word}: {len(result.phases)} phases, {result.changed} changed tasks, "
               f"{result.seconds:.1f}s; run {result.run_dir}", markup=False, highlight=False)
+    if result.verify:
+        out.print(verify_table(list(result.verify)))
     if result.failure is not None:
         _fail(f"failed: {result.failure}")
+    if result.admin_kubeconfig is not None:
+        out.print(f"admin kubeconfig: {result.admin_kubeconfig} (secret, 0600); use it with\n"
+                  f"  kubectl --kubeconfig {result.admin_kubeconfig} get nodes",
+                  markup=False, highlight=False)
 
 
 @app.command("status")

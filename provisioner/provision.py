@@ -38,10 +38,11 @@ from provisioner.plan import Phase, PhaseSelectionError, Plan, build_plan, selec
 from provisioner.providers.base import ProviderError
 from provisioner.spec import SpecError, load_file
 from provisioner.state import ENV_ROOT, cluster_dir, private_dir, state_root, write_private
+from provisioner.verify import CheckResult, summary_line, to_json, verify
 
 SUMMARY_FILE = "summary.json"
 # Phases whose playbook belongs to a later issue: skipped with this reason, not failed.
-NOT_IMPLEMENTED = {"verify": "not implemented yet (verify issue)"}
+VERIFY_FILE = "verify.json"
 
 
 class ProvisionError(RuntimeError):
@@ -83,6 +84,8 @@ class ProvisionResult:
     seconds: float
     failure: Failure | None = None
     notes: tuple[str, ...] = field(default=())
+    verify: tuple[CheckResult, ...] = field(default=())
+    admin_kubeconfig: Path | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -128,6 +131,8 @@ class ProvisionResult:
             "slowest": [t._asdict() for t in self.slowest()],
             "phases": [p.to_json() for p in self.phases],
             "notes": list(self.notes),
+            "verify": summary_line(list(self.verify)) if self.verify else None,
+            "admin_kubeconfig": str(self.admin_kubeconfig) if self.admin_kubeconfig else None,
         }
 
 
@@ -227,13 +232,14 @@ def _artifact_extravars(plan: Plan, selected: tuple[Phase, ...], spec_dir: Path,
 
 
 def _render(plan: Plan, sdir: Path, spec_dir: Path) -> Path:
-    from provisioner.render.material import MaterialError, prepare
+    from provisioner.render.material import MaterialError, prepare, write_admin_kubeconfig
     from provisioner.render.tree import render, write_tree
 
     key = None if plan.cluster.spec.provider.type == "static" else sdir / "ssh" / "id_ed25519"
     try:
         material, _ = prepare(plan, sdir, spec_dir)
         tree = render(plan, material, key)
+        write_admin_kubeconfig(plan, material, sdir)
     except MaterialError as exc:
         raise ProvisionError(str(exc)) from None
     out = sdir / "rendered"
@@ -303,11 +309,16 @@ def provision(
             progress.note(note)
         results, skipped, failure = _run_phases(plan, selected, pdd, base_vars, run_dir,
                                                 progress)
+        checks: list[CheckResult] = []
+        if failure is None and any(p.name == "verify" for p in selected):
+            checks, failure = _verify(plan, sdir, run_dir, progress)
+        admin = sdir / "admin.kubeconfig"
         result = ProvisionResult(
             cluster=plan.name, run_id=run_id, run_dir=run_dir,
             selected=tuple(p.name for p in selected), phases=tuple(results),
             skipped=tuple(skipped), seconds=time.monotonic() - started, failure=failure,
-            notes=tuple(notes))
+            notes=tuple(notes), verify=tuple(checks),
+            admin_kubeconfig=admin if admin.exists() else None)
         write_private(run_dir / SUMMARY_FILE,
                       (json.dumps(result.to_json(), indent=1) + "\n").encode())
         (run_dir / EVENTS_FILE).touch(mode=0o600)
@@ -329,7 +340,9 @@ def _run_phases(
         if target is None:
             continue
         hosts, names = target
-        reason = NOT_IMPLEMENTED.get(top.name) or (None if hosts else "no hosts")
+        if top.name == "verify":
+            continue  # not a playbook: the checks run from the controller after the phases
+        reason = None if hosts else "no hosts"
         if reason is not None:
             skipped.append((top.name, reason))
             progress.note(f"phase {top.name}: skipped, {reason}")
@@ -349,6 +362,20 @@ def _run_phases(
             return results, skipped, Failure(top.name, None, None,
                                              result.error or f"status {result.status}")
     return results, skipped, None
+
+
+def _verify(plan: Plan, sdir: Path, run_dir: Path, progress: ProgressSink
+            ) -> tuple[list[CheckResult], Failure | None]:
+    """The verify phase: every named check; the first failing one fails the run."""
+    progress.note("phase verify: running checks")
+    checks = verify(plan, sdir)
+    write_private(run_dir / VERIFY_FILE, to_json(plan.name, checks).encode())
+    progress.note(f"phase verify: {summary_line(checks)}")
+    bad = next((c for c in checks if c.status == "fail"), None)
+    if bad is None:
+        return checks, None
+    target = None if bad.target == "cluster" else bad.target
+    return checks, Failure("verify", target, bad.name, f"{bad.evidence} (hint: {bad.hint})")
 
 
 def last_summary(sdir: Path) -> dict[str, Any] | None:

@@ -1,0 +1,91 @@
+"""``provisioner verify FILE``: named health checks of the whole cluster.
+
+Scope: a thin typer command over ``provisioner.verify``. Prints a table (or ``--json``), can
+also write ``--junit FILE``; exits 1 when any check fails (warn and skipped do not), 2 on an
+unknown ``--only`` check, 1 on an invalid spec.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from provisioner.plan import build_plan
+from provisioner.spec import SpecError, load_file
+from provisioner.state import cluster_dir
+from provisioner.verify import (
+    UnknownCheckError,
+    check_names,
+    exit_code,
+    summary_line,
+    table,
+    to_json,
+    to_junit,
+    verify,
+)
+
+app = typer.Typer(help="Check the health of a provisioned cluster.")
+# Piped output (logs, CI) would otherwise be cut at 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+SpecFile = Annotated[
+    Path, typer.Argument(metavar="FILE", help="Cluster spec (YAML).", show_default=False)
+]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(message, markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    """Accept both repeated options and comma lists (``--only ssh,units``)."""
+    if values is None:
+        return None
+    return [v for item in values for v in item.split(",") if v]
+
+
+@app.command("verify")
+def verify_cmd(
+    file: SpecFile,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the results as JSON (stable: no timestamps or durations).")
+    ] = False,
+    junit: Annotated[Path | None, typer.Option(
+        "--junit", metavar="FILE", help="Also write the results as JUnit XML to FILE.",
+        show_default=False)] = None,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="State root (default $PROVISIONER_STATE_DIR or ~/.provisioner).",
+        show_default=False)] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", metavar="CHECK", help="Run only these checks (comma list or repeated): "
+        + ", ".join(check_names()) + ".", show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds for one connection or command; a down host costs about this much.")
+    ] = 5.0,
+) -> None:
+    """Run the named checks (SSH, units, etcd, certificates, apiserver, scheduler,
+    controller-manager, nodes, CoreDNS, smoke deployment); exit 1 if any fails."""
+    try:
+        cluster = load_file(file)
+    except SpecError as exc:
+        _fail(str(exc), 1)
+    plan = build_plan(cluster)
+    sdir = cluster_dir(plan.name, state_dir)
+    try:
+        results = verify(plan, sdir, _split(only), timeout=timeout)
+    except UnknownCheckError as exc:
+        _fail(str(exc), 2)
+    if junit is not None:
+        junit.write_text(to_junit(plan.name, results))
+    if as_json:
+        sys.stdout.write(to_json(plan.name, results))
+    else:
+        out.print(table(results))
+        out.print(summary_line(results), markup=False, highlight=False)
+    raise typer.Exit(exit_code(results))

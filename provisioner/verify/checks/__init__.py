@@ -1,0 +1,1 @@
+"""The verify checks, one module per area; ``provisioner.verify.run`` lists them in order."""

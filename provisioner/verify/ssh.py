@@ -1,0 +1,195 @@
+"""SSH for verify: run short read-only commands on hosts with pinned host keys (paramiko).
+
+Scope: ``SshRunner`` (the protocol checks use, faked in tests), ``ParamikoRunner`` and the
+per-host login settings. Host keys are never accepted blindly: machines a provider made
+(nspawn, vagrant) are checked against the cluster's pinned ``<state>/ssh/known_hosts``;
+static hosts against the user's ``~/.ssh/known_hosts``. An unknown key is a clear failure.
+One connection per host is shared by every check; a failed login is remembered, so a down
+host costs one connect timeout, not one per check.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import paramiko
+
+from provisioner.plan.model import HostPlan, Plan
+
+SshErrorKind = Literal["hostkey-unknown", "hostkey-mismatch", "auth", "refused", "timeout",
+                       "unreachable", "key-missing", "ssh"]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """A finished remote command."""
+
+    exit_status: int  # -1 when it timed out
+    stdout: str
+    stderr: str
+
+
+class SshUnavailable(Exception):
+    """No SSH session to a host: every SSH-based check of that host is skipped."""
+
+    def __init__(self, host: str, kind: SshErrorKind, detail: str, hint: str) -> None:
+        super().__init__(f"{host}: {detail}")
+        self.host = host
+        self.kind: SshErrorKind = kind
+        self.detail = detail
+        self.hint = hint
+
+
+class SshRunner(Protocol):
+    """Runs a command on a host; raises ``SshUnavailable`` when it cannot log in."""
+
+    def run(self, host: HostPlan, command: str, timeout: float, root: bool) -> CommandResult:
+        """Run ``command`` (through ``sudo -n`` when ``root`` and the login is not root)."""
+        ...
+
+    def close(self) -> None:
+        """Close every connection."""
+        ...
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """How to log in to one host."""
+
+    user: str
+    port: int
+    key: Path | None  # None: ssh-agent and the user's default keys
+    known_hosts: Path | None  # None: the user's ~/.ssh/known_hosts
+
+
+def ssh_settings(plan: Plan, state_dir: Path) -> dict[str, SshSettings]:
+    """Login settings per host, the way the provider and Ansible log in."""
+    provider = plan.cluster.spec.provider.type
+    out: dict[str, SshSettings] = {}
+    for h in plan.hosts:
+        m = h.machine
+        if provider == "static":
+            out[h.name] = SshSettings(m.ssh_user, m.ssh_port, m.ssh_key, None)
+        else:
+            pinned = state_dir / "ssh" / "known_hosts"
+            key = m.ssh_key or state_dir / "ssh" / "id_ed25519"
+            out[h.name] = SshSettings(m.ssh_user, m.ssh_port, key,
+                                      pinned if pinned.is_file() else None)
+    return out
+
+
+class ParamikoRunner:
+    """``SshRunner`` over paramiko with ``RejectPolicy``: unknown host keys fail."""
+
+    def __init__(self, settings: dict[str, SshSettings], connect_timeout: float) -> None:
+        self._settings = settings
+        self._timeout = connect_timeout
+        self._lock = threading.Lock()
+        self._host_locks: dict[str, threading.Lock] = {}
+        self._clients: dict[str, paramiko.SSHClient | SshUnavailable] = {}
+
+    def _client(self, host: HostPlan) -> paramiko.SSHClient:
+        with self._lock:
+            host_lock = self._host_locks.setdefault(host.name, threading.Lock())
+        with host_lock:
+            got = self._clients.get(host.name)
+            if got is None:
+                try:
+                    got = self._connect(host)
+                except SshUnavailable as exc:
+                    got = exc
+                self._clients[host.name] = got
+        if isinstance(got, SshUnavailable):
+            raise got
+        return got
+
+    def _connect(self, host: HostPlan) -> paramiko.SSHClient:
+        s = self._settings[host.name]
+        addr = str(host.address)
+        where = f"{s.user}@{addr}:{s.port}"
+        known = s.known_hosts or Path("~/.ssh/known_hosts").expanduser()
+        if s.key is not None and not s.key.is_file():
+            raise SshUnavailable(host.name, "key-missing", f"SSH key {s.key} does not exist",
+                                 "create it or fix spec.ssh.privateKeyFile; nspawn clusters "
+                                 "get theirs from `provisioner machines up`")
+        client = paramiko.SSHClient()
+        try:
+            if known.is_file():
+                client.load_host_keys(str(known))
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.connect(addr, port=s.port, username=s.user,
+                           key_filename=str(s.key) if s.key is not None else None,
+                           timeout=self._timeout, banner_timeout=self._timeout,
+                           auth_timeout=self._timeout, allow_agent=s.key is None,
+                           look_for_keys=s.key is None)
+        except paramiko.BadHostKeyException:
+            client.close()
+            raise SshUnavailable(
+                host.name, "hostkey-mismatch",
+                f"{where}: host key differs from the one pinned in {known}",
+                f"if {host.name} was reinstalled, remove its old line with `ssh-keygen -R "
+                f"{addr} -f {known}` and add the new key after checking its fingerprint; "
+                "otherwise treat it as a possible man-in-the-middle") from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise SshUnavailable(
+                host.name, "auth", f"{where}: authentication failed ({exc})",
+                f"check that the public key of {s.key or 'your SSH key'} is in "
+                f"~{s.user}/.ssh/authorized_keys on {host.name}") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            client.close()
+            raise SshUnavailable(
+                host.name, "refused", f"{where}: connection refused ({exc.strerror})",
+                f"start sshd on {host.name} (is the machine up? `provisioner machines "
+                "status` for nspawn clusters)") from None
+        except paramiko.SSHException as exc:
+            client.close()
+            if "not found in known_hosts" in str(exc):
+                raise SshUnavailable(
+                    host.name, "hostkey-unknown", f"{where}: host key unknown (not in {known})",
+                    f"verify the host's fingerprint, then add it: `ssh-keyscan -p {s.port} "
+                    f"{addr} >> {known}` (verify never accepts unknown keys)") from None
+            raise SshUnavailable(host.name, "ssh", f"{where}: {exc}",
+                                 f"try `ssh -p {s.port} {s.user}@{addr}` by hand") from None
+        except TimeoutError:
+            client.close()
+            raise SshUnavailable(host.name, "timeout",
+                                 f"{where}: no answer within {self._timeout:g}s",
+                                 f"is {host.name} up and reachable from here?") from None
+        except OSError as exc:
+            client.close()
+            raise SshUnavailable(host.name, "unreachable",
+                                 f"{where}: {exc.strerror or exc}",
+                                 f"is {host.name} up and reachable from here?") from None
+        return client
+
+    def run(self, host: HostPlan, command: str, timeout: float, root: bool = False
+            ) -> CommandResult:
+        """See ``SshRunner.run``."""
+        client = self._client(host)
+        user = self._settings[host.name].user
+        if root and user != "root":
+            command = "sudo -n sh -c " + shlex.quote(command)
+        try:
+            stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
+            stdin.close()
+            out = stdout.read().decode("utf-8", "replace")
+            err = stderr.read().decode("utf-8", "replace")
+            status = stdout.channel.recv_exit_status()
+        except TimeoutError:
+            return CommandResult(-1, "", f"timed out after {timeout:g}s")
+        except paramiko.SSHException as exc:
+            return CommandResult(-1, "", f"SSH session error: {exc}")
+        return CommandResult(status, out, err)
+
+    def close(self) -> None:
+        """See ``SshRunner.close``."""
+        with self._lock:
+            for got in self._clients.values():
+                if isinstance(got, paramiko.SSHClient):
+                    got.close()
+            self._clients.clear()
