@@ -22,7 +22,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = ROOT / "playbooks"
 ROLES = PLAYBOOKS / "roles"
-PHASE_PLAYBOOKS = ["preflight", "os", "runtime", "etcd", "lb", "reset"]
+PHASE_PLAYBOOKS = [
+    "preflight", "os", "runtime", "etcd", "lb", "control-plane", "node", "addons", "reset"
+]
 TASK_NAME = re.compile(r"^[A-Za-z0-9-]+ \| [A-Z]")
 BLOCK_KEYS = ("block", "rescue", "always")
 MINIMAL_INVENTORY = {
@@ -255,3 +257,30 @@ def test_foreign_ports_ignore_our_own_services() -> None:
     wanted = {2379: "etcd", 6443: "kube-apiserver", "8443": "haproxy"}
     listening = "2379/etcd 8443/python3 22/sshd"
     assert _filters().provisioner_foreign_ports(listening, wanted) == ["8443 (python3)"]
+
+
+def test_rollouts_list_workloads_in_file_order(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text(
+        "kind: ServiceAccount\nmetadata: {name: x}\n---\n"
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ds, namespace: kube-system}\n"
+    )
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\n"
+    )
+    entries = [
+        {"path": "/etc/kubernetes/addons/b.yaml", "src": "b.yaml"},
+        {"path": "/etc/kubernetes/addons/a.yaml", "src": "a.yaml"},
+    ]
+    assert _filters().provisioner_rollouts(entries, str(tmp_path)) == [
+        {"file": "a.yaml", "kind": "deployment", "namespace": "default", "name": "web"},
+        {"file": "b.yaml", "kind": "daemonset", "namespace": "kube-system", "name": "ds"},
+    ]
+
+
+def test_roles_restarting_services_clear_their_restart_markers() -> None:
+    # A role that restarts a service picked up through provisioner_files (a restart marker
+    # left by an earlier phase) must clear the marker, or every later run restarts again.
+    for role in ("kube_control_plane", "kubelet", "kube_proxy", "cni_bridge"):
+        text = "".join(p.read_text() for p in (ROLES / role / "tasks").glob("*.yml"))
+        assert "tasks_from: restarted" in text, role
+        assert "provisioner_files_services" in text, role

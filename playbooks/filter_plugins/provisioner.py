@@ -112,6 +112,33 @@ def provisioner_stale(
     return stale
 
 
+ROLLOUT_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
+
+
+def provisioner_rollouts(entries: list[dict[str, Any]], src_root: str) -> list[dict[str, str]]:
+    """Workloads (Deployment, DaemonSet, StatefulSet) of the rendered manifests ``entries``,
+    as {file, kind, namespace, name}, in file order: what ``kubectl rollout status`` waits for.
+
+    Read from the controller's rendered tree, so the host needs no YAML parser.
+    """
+    import yaml  # ansible-core depends on PyYAML
+
+    found: list[dict[str, str]] = []
+    for entry in sorted(entries, key=lambda e: str(e["path"])):
+        with open(os.path.join(src_root, entry["src"]), encoding="utf-8") as handle:
+            docs = list(yaml.safe_load_all(handle))
+        for doc in docs:
+            if isinstance(doc, dict) and doc.get("kind") in ROLLOUT_KINDS:
+                meta = doc.get("metadata") or {}
+                found.append({
+                    "file": os.path.basename(str(entry["path"])),
+                    "kind": str(doc["kind"]).lower(),
+                    "namespace": str(meta.get("namespace", "default")),
+                    "name": str(meta["name"]),
+                })
+    return found
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -124,4 +151,5 @@ class FilterModule:
             "provisioner_foreign_ports": provisioner_foreign_ports,
             "provisioner_probe_script": provisioner_probe_script,
             "provisioner_stale": provisioner_stale,
+            "provisioner_rollouts": provisioner_rollouts,
         }
