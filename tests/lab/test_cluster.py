@@ -1,0 +1,210 @@
+"""End-to-end: ``provision`` of the whole 3+2 nspawn example, then ``verify`` and its failures.
+
+Scope: the "whole cluster" acceptance on real machines (root) with real etcd, containerd and
+haproxy and the STAND-IN kube binaries (tests/standins/, packaged by the Debian fixture):
+every phase converges and verify passes every check that can run, pod-level checks skipped
+with the reason; a second provision changes nothing; ``verify --json`` is stable; a
+corrupted apiserver certificate, a wrong etcd endpoint and a stopped etcd majority each
+fail the right check with a hint, and the next provision repairs the first two; losing one
+of three control-plane nodes is reported while the apiserver is still served through the LB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provisioner.execute import PLAYBOOKS, LineProgress
+from provisioner.plan import Plan, build_plan
+from provisioner.providers.nspawn import node, paths
+from provisioner.providers.nspawn.provider import NspawnMachines
+from provisioner.providers.ssh import ClusterSSH, cluster_ssh, ssh_run
+from provisioner.provision import ProvisionResult, artifacts_for, provision
+from provisioner.spec.load import load_file
+from provisioner.state import cluster_dir
+from provisioner.verify import CheckResult, to_json, verify
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "inventories" / "nspawn-3cp-2w.yaml"
+SHARED_IMAGES = Path(os.environ.get(paths.ENV_IMAGE_DIR, paths.DEFAULT_DATA_DIR / "images"))
+POD_CHECKS = {"coredns-resolves", "smoke-deployment"}
+
+
+@dataclass
+class Cluster:
+    """The provisioned lab cluster and what the tests need to poke at it."""
+
+    spec: Path
+    plan: Plan
+    provider: NspawnMachines
+    ssh: ClusterSSH
+    state: Path
+    first: ProvisionResult
+    second: ProvisionResult
+
+    def run(self, host: str, command: str, check: bool = True) -> str:
+        m = self.plan.host(host).machine
+        proc = ssh_run(self.ssh, m.ssh_user, m.address, m.ssh_port, command, timeout=90)
+        if check:
+            assert proc.returncode == 0, f"{host}: {command}: {proc.stderr}{proc.stdout}"
+        return proc.stdout
+
+    def provision(self) -> ProvisionResult:
+        return provision(self.spec, None, None, None, True, LineProgress(sys.stdout))
+
+    def verify(self, only: list[str] | None = None) -> list[CheckResult]:
+        return verify(self.plan, self.state, only)
+
+
+def _by(results: list[CheckResult], name: str, target: str | None = None) -> list[CheckResult]:
+    return [r for r in results if r.name == name and (target is None or r.target == target)]
+
+
+def _failing(results: list[CheckResult]) -> list[str]:
+    return [f"{r.name}@{r.target}: {r.evidence} ({r.hint})" for r in results
+            if r.status == "fail"]
+
+
+def _wait_verify(c: Cluster, ok: bool, seconds: float = 120) -> list[CheckResult]:
+    """Verify until it passes (ok=True) or fails; components need a moment after restarts."""
+    deadline = time.monotonic() + seconds
+    while True:
+        results = c.verify()
+        if (not _failing(results)) == ok or time.monotonic() > deadline:
+            return results
+        time.sleep(5)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if os.geteuid() != 0:
+        pytest.skip("the nspawn lab needs root")
+    from tests.fixtures.debian_artifacts import debian_local_source
+
+    base = tmp_path_factory.mktemp("cluster")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROVISIONER_STATE_DIR", str(base / "state"))
+        mp.setenv(paths.ENV_DATA_DIR, str(base / "data"))
+        mp.setenv(paths.ENV_IMAGE_DIR, str(SHARED_IMAGES))
+        plan = build_plan(load_file(EXAMPLE))
+        wanted = artifacts_for(plan, plan.phases)
+        source = debian_local_source(base / "artifacts", wanted, kube_minor=plan.minor)
+        data = yaml.safe_load(EXAMPLE.read_text())
+        data["spec"]["artifacts"] = {"source": "local", "path": str(source)}
+        spec = base / "cluster.yaml"
+        spec.write_text(yaml.safe_dump(data, sort_keys=False))
+        plan = build_plan(load_file(spec))
+        provider = NspawnMachines(plan.cluster, print)
+        try:
+            first = provision(spec, None, None, None, True, LineProgress(sys.stdout))
+            second = provision(spec, None, None, None, True, LineProgress(sys.stdout))
+            yield Cluster(spec, plan, provider, cluster_ssh(plan.name), cluster_dir(plan.name),
+                          first, second)
+        finally:
+            provider.down(purge=True)
+
+
+def test_provision_runs_every_phase_and_verify_passes(cluster: Cluster) -> None:
+    """Every phase with a playbook ran; verify (the last phase) passed; pod checks skipped."""
+    assert cluster.first.succeeded, cluster.first.failure
+    ran = [p.phase for p in cluster.first.phases]
+    expected = [p.name for p in cluster.plan.phases
+                if p.name != "verify" and (PLAYBOOKS / p.playbook).is_file()]
+    assert ran == expected
+    checks = cluster.first.verify
+    assert checks and not _failing(list(checks))
+    skipped = {r.name: r.evidence for r in checks if r.status == "skipped"}
+    assert set(skipped) == POD_CHECKS, skipped
+    assert all("stand-in" in reason for reason in skipped.values())
+    ok = {r.name for r in checks if r.status == "ok"}
+    assert {"ssh", "units", "etcd-health", "etcd-leader", "apiserver-livez-lb",
+            "apiserver-readyz-node", "scheduler-leader", "controller-manager-leader",
+            "nodes-registered", "nodes-ready"} <= ok
+    assert cluster.first.admin_kubeconfig is not None
+    assert cluster.first.admin_kubeconfig.stat().st_mode & 0o777 == 0o600
+
+
+def test_second_provision_changes_nothing(cluster: Cluster) -> None:
+    """The idempotency gate over every phase."""
+    assert cluster.second.succeeded, cluster.second.failure
+    changed = {h: r.changed for h, r in cluster.second.host_totals().items()}
+    assert changed == dict.fromkeys(changed, 0) and len(changed) == 5, changed
+
+
+def test_verify_json_is_stable(cluster: Cluster) -> None:
+    """Two verify runs give the same JSON, byte for byte."""
+    a = to_json(cluster.plan.name, _wait_verify(cluster, ok=True))
+    b = to_json(cluster.plan.name, cluster.verify())
+    assert a == b
+    assert json.loads(a)["cluster"] == "lab"
+
+
+def test_corrupted_apiserver_certificate_fails_verify_and_is_repaired(cluster: Cluster) -> None:
+    """A certificate from another CA: the apiserver on cp1 refuses to run; verify fails there
+    with a hint; the next provision restores the certificate."""
+    host = "lab-cp1"
+    wrong = (cluster.state / "pki" / "etcd" / "server-lab-cp1.crt").read_text()
+    cluster.run(host, f"cat > /etc/kubernetes/pki/apiserver.crt <<'EOF'\n{wrong}EOF\n"
+                "systemctl restart kube-apiserver || true")
+    results = _wait_verify(cluster, ok=False, seconds=60)
+    bad = _by(results, "apiserver-livez-node", host)
+    assert bad and bad[0].status == "fail" and bad[0].hint, bad
+    units = _by(results, "units", host)
+    assert units[0].status == "fail" and "kube-apiserver" in units[0].evidence
+    repaired = cluster.provision()
+    assert repaired.succeeded, repaired.failure
+    assert not _failing(list(repaired.verify))
+
+
+def test_wrong_etcd_endpoint_fails_verify(cluster: Cluster) -> None:
+    """kube-apiserver on cp1 pointed at a port where no etcd listens cannot become ready."""
+    host = "lab-cp1"
+    unit = "/etc/systemd/system/kube-apiserver.service"
+    cluster.run(host, f"sed -i 's#--etcd-servers=[^ ]*#--etcd-servers=https://127.0.0.1:2999#' "
+                f"{unit} && systemctl daemon-reload && systemctl restart kube-apiserver || true")
+    time.sleep(25)  # the apiserver gives etcd 20 s before it exits
+    results = _wait_verify(cluster, ok=False, seconds=60)
+    failing = {(r.name, r.target) for r in results if r.status == "fail"}
+    assert ("apiserver-readyz-node", host) in failing or ("units", host) in failing, failing
+    repaired = cluster.provision()
+    assert repaired.succeeded, repaired.failure
+    assert not _failing(list(repaired.verify))
+
+
+def test_stopped_etcd_majority_fails_quorum(cluster: Cluster) -> None:
+    """Two of three etcd members stopped: the etcd quorum check fails with a hint."""
+    for host in ("lab-cp2", "lab-cp3"):
+        cluster.run(host, "systemctl stop etcd")
+    try:
+        results = cluster.verify(["etcd-health"])
+        quorum = _by(results, "etcd-health", "cluster")
+        assert quorum and quorum[0].status == "fail", results
+        assert "lab-cp2" in quorum[0].evidence and quorum[0].hint
+    finally:
+        for host in ("lab-cp2", "lab-cp3"):
+            cluster.run(host, "systemctl start etcd", check=False)
+    assert not _failing(_wait_verify(cluster, ok=True))
+
+
+def test_losing_a_control_plane_node(cluster: Cluster) -> None:
+    """cp1 powered off: verify reports it down; the LB still serves the apiserver elsewhere."""
+    node.stop(cluster.plan.name, "lab-cp1")
+    try:
+        time.sleep(10)
+        results = cluster.verify()
+        assert _by(results, "ssh", "lab-cp1")[0].status == "fail"
+        served = [r for r in _by(results, "apiserver-livez-lb") if r.target != "lab-cp1"]
+        assert served and all(r.status == "ok" for r in served), served
+    finally:
+        cluster.provider.up()
+    assert not _failing(_wait_verify(cluster, ok=True, seconds=180))
