@@ -16,6 +16,7 @@ import typer
 from provisioner import __version__
 from provisioner.cli_artifacts import app as artifacts_app
 from provisioner.cli_machines import app as machines_app
+from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.cli_provision import app as provision_app
 from provisioner.cli_verify import app as verify_app
 from provisioner.plan import PhaseSelectionError, Plan, build_plan, select_phases
@@ -31,13 +32,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-SpecFile = Annotated[Path, typer.Argument(help="Cluster spec (YAML).", show_default=False)]
-StateDir = Annotated[
-    Path | None,
-    typer.Option("--state-dir", help="State root (default $PROVISIONER_STATE_DIR or "
-                 "~/.provisioner).", show_default=False),
-]
 
 
 def load_or_exit(path: Path) -> Cluster:
@@ -72,7 +66,7 @@ def plan(
     """Show hosts and roles, components, PKI, artifacts and the ordered phases."""
     p = plan_or_exit(file)
     try:
-        selected = select_phases(p, _split(only), _split(skip))
+        selected = select_phases(p, split_list(only), split_list(skip))
     except PhaseSelectionError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -82,13 +76,6 @@ def plan(
     sys.stdout.write(plan_text(p))
     if only or skip:
         typer.echo("\nSelected: " + ", ".join(ph.name for ph in selected))
-
-
-def _split(values: list[str] | None) -> list[str] | None:
-    """Accept both repeated options and comma lists (``--only os,runtime``)."""
-    if values is None:
-        return None
-    return [v for item in values for v in item.split(",") if v]
 
 
 @app.command()

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from provisioner.artifacts import ArtifactError, FetchedArtifact, fetch, write_bundle
 from provisioner.artifacts.manifest import default_manifest
+from provisioner.cli_options import SpecFile
 from provisioner.plan import Plan, build_plan
 from provisioner.spec import SpecError, load_file
 from provisioner.state import private_dir, state_root
@@ -30,11 +31,6 @@ app = typer.Typer(
 # Piped output (logs, CI) would otherwise be cut at 80 columns, truncating paths.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
-
-SpecFile = Annotated[
-    Path,
-    typer.Argument(metavar="FILE", help="Cluster spec (YAML).", show_default=False),
-]
 
 
 def cache_root() -> Path:

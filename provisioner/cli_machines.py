@@ -15,6 +15,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from provisioner.cli_options import SpecFile
 from provisioner.providers.base import MachineProvider, NodeStatus, ProviderError
 from provisioner.providers.registry import provider_for
 from provisioner.spec.errors import SpecError
@@ -28,11 +29,6 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 _ROLES = (("kube_control_plane", "control-plane"), ("etcd", "etcd"), ("kube_node", "node"))
-
-SpecFile = Annotated[
-    Path,
-    typer.Argument(metavar="FILE", help="Cluster spec (YAML).", show_default=False),
-]
 
 
 def _fail(message: str) -> NoReturn:

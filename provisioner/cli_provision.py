@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -17,6 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.execute import LiveProgress, progress_for
 from provisioner.provision import ProvisionError, ProvisionResult, last_summary, provision
 from provisioner.state import ENV_ROOT, cluster_dir
@@ -28,26 +28,10 @@ out = Console(width=None if sys.stdout.isatty() else 120)
 # Failure messages are long (host, task, message); wrapping them at 80 columns cuts paths.
 err = Console(stderr=True, soft_wrap=True)
 
-SpecFile = Annotated[
-    Path, typer.Argument(metavar="FILE", help="Cluster spec (YAML).", show_default=False)
-]
-StateDir = Annotated[
-    Path | None,
-    typer.Option("--state-dir", help="State root (default $PROVISIONER_STATE_DIR or "
-                 "~/.provisioner).", show_default=False),
-]
-
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     err.print(message, markup=False, highlight=False)
     raise typer.Exit(code)
-
-
-def _split(values: list[str] | None) -> list[str] | None:
-    """Accept both repeated options and comma lists (``--only os,runtime``)."""
-    if values is None:
-        return None
-    return [v for item in values for v in item.split(",") if v]
 
 
 def summary_table(result: ProvisionResult) -> Table:
@@ -75,7 +59,7 @@ def provision_cmd(
     progress = progress_for(out)
     try:
         with progress:
-            result = provision(file, _split(only), _split(skip), state_dir, not no_machines,
+            result = provision(file, split_list(only), split_list(skip), state_dir, not no_machines,
                                progress)
     except ProvisionError as exc:
         _fail(f"error: {exc}", exc.exit_code)

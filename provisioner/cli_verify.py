@@ -14,6 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from provisioner.cli_options import SpecFile, split_list
 from provisioner.plan import build_plan
 from provisioner.spec import SpecError, load_file
 from provisioner.state import cluster_dir
@@ -33,21 +34,10 @@ app = typer.Typer(help="Check the health of a provisioned cluster.")
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
-SpecFile = Annotated[
-    Path, typer.Argument(metavar="FILE", help="Cluster spec (YAML).", show_default=False)
-]
-
 
 def _fail(message: str, code: int) -> NoReturn:
     err.print(message, markup=False, highlight=False)
     raise typer.Exit(code)
-
-
-def _split(values: list[str] | None) -> list[str] | None:
-    """Accept both repeated options and comma lists (``--only ssh,units``)."""
-    if values is None:
-        return None
-    return [v for item in values for v in item.split(",") if v]
 
 
 @app.command("verify")
@@ -78,7 +68,7 @@ def verify_cmd(
     plan = build_plan(cluster)
     sdir = cluster_dir(plan.name, state_dir)
     try:
-        results = verify(plan, sdir, _split(only), timeout=timeout)
+        results = verify(plan, sdir, split_list(only), timeout=timeout)
     except UnknownCheckError as exc:
         _fail(str(exc), 2)
     if junit is not None:
