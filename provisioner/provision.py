@@ -12,7 +12,6 @@ One provision per cluster at a time (a lock file), so two runs never interleave 
 from __future__ import annotations
 
 import fcntl
-import importlib
 import json
 import os
 import secrets
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from provisioner.artifacts import artifacts_extravars, fetch
 from provisioner.execute import (
     EVENTS_FILE,
     ExecuteError,
@@ -205,30 +205,16 @@ def artifacts_for(plan: Plan, selected: tuple[Phase, ...]) -> list[str]:
     return [a for a in in_order if a in wanted]
 
 
-def _artifact_extravars(plan: Plan, selected: tuple[Phase, ...], spec_dir: Path,
-                        notes: list[str]) -> dict[str, Any]:
+def _artifact_extravars(plan: Plan, selected: tuple[Phase, ...], spec_dir: Path
+                        ) -> dict[str, Any]:
     names = artifacts_for(plan, selected)
     if not names:
         return {"provisioner_artifacts": {}}
     try:
-        # Imported by name: the artifacts package is developed alongside and may be absent
-        # or not yet export its contract (fetch, artifacts_extravars).
-        artifacts = importlib.import_module("provisioner.artifacts")
-    except ModuleNotFoundError as exc:
-        if exc.name != "provisioner.artifacts":
-            raise
-        artifacts = None
-    fetch = getattr(artifacts, "fetch", None)
-    to_vars = getattr(artifacts, "artifacts_extravars", None)
-    if fetch is None or to_vars is None:
-        notes.append("note: provisioner.artifacts does not provide fetch/artifacts_extravars "
-                     "yet; playbooks get no artifacts (provisioner_artifacts is empty)")
-        return {"provisioner_artifacts": {}}
-    try:
         fetched = fetch(plan, state_root() / "cache" / "artifacts", spec_dir, names=names)
-        return dict(to_vars(fetched))
     except (OSError, ValueError) as exc:  # ArtifactError is a ValueError
         raise ProvisionError(f"artifacts: {exc}") from None
+    return dict(artifacts_extravars(fetched))
 
 
 def _render(plan: Plan, sdir: Path, spec_dir: Path) -> Path:
@@ -294,7 +280,7 @@ def provision(
         base_vars: dict[str, Any] = {
             "provisioner_rendered_dir": str((rendered / "hosts").resolve()),
             "provisioner_selected": [p.name for p in selected],
-            **_artifact_extravars(plan, selected, spec_dir, notes),
+            **_artifact_extravars(plan, selected, spec_dir),
         }
         known_hosts = sdir / "ssh" / "known_hosts"
         pdd = rendered / "runner"
