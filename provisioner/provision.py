@@ -2,7 +2,7 @@
 
 Scope: ``provision`` (a plain function the ``provision`` command calls) and the run summary it
 writes. It loads and plans the spec, selects phases (``--only``/``--skip``), brings nspawn
-machines up, prepares PKI and renders every host's files into ``<cluster>/rendered/``,
+or vagrant machines up, prepares PKI and renders every host's files into ``<cluster>/rendered/``,
 fetches artifacts, then runs each selected top-level phase's playbook on that phase's hosts,
 in order, stopping at the first failed phase. Each run gets
 ``<cluster>/runs/<UTC timestamp>-<id>/`` with ``events.jsonl`` and ``summary.json``.
@@ -36,11 +36,14 @@ from provisioner.execute import (
 from provisioner.execute.runner import rendered_envvars
 from provisioner.plan import Phase, PhaseSelectionError, Plan, build_plan, select_phases
 from provisioner.providers.base import ProviderError
+from provisioner.providers.connections import read_connections
 from provisioner.spec import SpecError, load_file
 from provisioner.state import ENV_ROOT, cluster_dir, private_dir, state_root, write_private
 from provisioner.verify import CheckResult, summary_line, to_json, verify
 
 SUMMARY_FILE = "summary.json"
+# Providers that make their machines (``up`` before the phases, pinned host keys).
+MADE_MACHINES = ("nspawn", "vagrant")
 # Phases whose playbook belongs to a later issue: skipped with this reason, not failed.
 VERIFY_FILE = "verify.json"
 
@@ -224,7 +227,7 @@ def _render(plan: Plan, sdir: Path, spec_dir: Path) -> Path:
     key = None if plan.cluster.spec.provider.type == "static" else sdir / "ssh" / "id_ed25519"
     try:
         material, _ = prepare(plan, sdir, spec_dir)
-        tree = render(plan, material, key)
+        tree = render(plan, material, key, read_connections(sdir))
         write_admin_kubeconfig(plan, material, sdir)
     except MaterialError as exc:
         raise ProvisionError(str(exc)) from None
@@ -253,7 +256,7 @@ def provision(
     progress: ProgressSink,
 ) -> ProvisionResult:
     """Converge the hosts of ``spec_file``: the selected phases, in order, stopping at the
-    first failure. ``machines`` brings the provider's machines up first (nspawn only).
+    first failure. ``machines`` brings the provider's machines up first (nspawn, vagrant).
 
     Raises ``ProvisionError`` when the run cannot start (bad spec or selection, machines,
     PKI, artifacts, lock); a failed phase is reported in the result, not raised.
@@ -274,7 +277,7 @@ def provision(
     sdir = cluster_dir(plan.name, state_dir)
     notes: list[str] = []
     with cluster_lock(sdir):
-        if machines and plan.cluster.spec.provider.type == "nspawn":
+        if machines and plan.cluster.spec.provider.type in MADE_MACHINES:
             _machines_up(plan, progress)
         rendered = _render(plan, sdir, spec_dir)
         base_vars: dict[str, Any] = {
@@ -284,7 +287,7 @@ def provision(
         }
         known_hosts = sdir / "ssh" / "known_hosts"
         pdd = rendered / "runner"
-        if plan.cluster.spec.provider.type == "nspawn" and known_hosts.exists():
+        if plan.cluster.spec.provider.type in MADE_MACHINES and known_hosts.exists():
             rendered_args = rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", "")
             # Extra vars outrank env/envvars for the ssh plugin's ``ssh_args`` option.
             base_vars["ansible_ssh_args"] = pinned_ssh_args(rendered_args, known_hosts)

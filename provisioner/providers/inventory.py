@@ -7,12 +7,13 @@ works by hand and in tests. The render layer writes its own inventory for ansibl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from provisioner.providers.connections import Connection
 from provisioner.spec.topology import Machine, Role
 from provisioner.state import cluster_dir
 
@@ -20,17 +21,26 @@ FILENAME = "inventory.yaml"
 
 
 def inventory_data(
-    machines: Sequence[Machine], private_key: Path, ssh_common_args: str | None = None
+    machines: Sequence[Machine],
+    private_key: Path,
+    ssh_common_args: str | None = None,
+    connections: Mapping[str, Connection] | None = None,
 ) -> dict[str, Any]:
-    """The inventory as data: hosts with connection variables, grouped by role."""
+    """The inventory as data: hosts with connection variables, grouped by role.
+
+    A machine with a recorded connection (``vagrant ssh-config``) is reached that way.
+    """
     hosts: dict[str, Any] = {}
     for m in machines:
+        c = (connections or {}).get(m.name)
         hosts[m.name] = {
-            "ansible_host": str(m.address),
-            "ansible_user": m.ssh_user,
-            "ansible_port": m.ssh_port,
-            "ansible_ssh_private_key_file": str(m.ssh_key or private_key),
+            "ansible_host": c.host if c else str(m.address),
+            "ansible_user": c.user if c else m.ssh_user,
+            "ansible_port": c.port if c else m.ssh_port,
+            "ansible_ssh_private_key_file": str(c.key if c else m.ssh_key or private_key),
         }
+        if c is not None and c.user != "root":
+            hosts[m.name]["ansible_become"] = True
 
     def group(role: Role) -> dict[str, Any]:
         return {"hosts": {m.name: None for m in machines if role in m.roles}}
@@ -68,10 +78,11 @@ def write_inventory(
     machines: Sequence[Machine],
     private_key: Path,
     ssh_common_args: str | None = None,
+    connections: Mapping[str, Connection] | None = None,
 ) -> Path:
     """Write the inventory (only when its content changed) and return its path."""
     path = inventory_path(cluster)
-    text = render(inventory_data(machines, private_key, ssh_common_args))
+    text = render(inventory_data(machines, private_key, ssh_common_args, connections))
     try:
         if path.read_text() == text:
             return path

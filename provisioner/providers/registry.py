@@ -7,7 +7,7 @@ asking for one provider does not load the others.
 from __future__ import annotations
 
 from provisioner.providers.base import MachineProvider, ProviderError, Reporter, quiet
-from provisioner.spec.models import Cluster, NspawnProvider
+from provisioner.spec.models import Cluster, NspawnProvider, VagrantProvider
 
 
 def provider_for(cluster: Cluster, report: Reporter = quiet) -> MachineProvider:
@@ -16,7 +16,11 @@ def provider_for(cluster: Cluster, report: Reporter = quiet) -> MachineProvider:
         from provisioner.providers.nspawn.provider import NspawnMachines
 
         return NspawnMachines(cluster, report)
+    if isinstance(cluster.spec.provider, VagrantProvider):
+        from provisioner.providers.vagrant.provider import VagrantMachines
+
+        return VagrantMachines(cluster, report)
     raise ProviderError(
-        f"provider {cluster.spec.provider.type!r} cannot make machines yet "
-        "(only 'nspawn' is implemented)"
+        f"provider {cluster.spec.provider.type!r} does not make machines: the hosts in "
+        "spec.hosts already exist (static)"
     )

@@ -9,12 +9,14 @@ for speed: pipelining, SSH ControlPersist, forks >= hosts, facts only when asked
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from provisioner.plan.model import Plan
+from provisioner.providers.connections import Connection
 from provisioner.spec.topology import Role
 
 
@@ -22,21 +24,27 @@ def _yaml(data: Any) -> bytes:
     return yaml.safe_dump(data, sort_keys=True, default_flow_style=False).encode()
 
 
-def inventory(plan: Plan, ssh_key: Path | None) -> dict[str, Any]:
-    """Ansible YAML inventory: groups kube_control_plane, etcd, kube_node, k8s_cluster."""
+def inventory(plan: Plan, ssh_key: Path | None,
+              connections: Mapping[str, Connection] | None = None) -> dict[str, Any]:
+    """Ansible YAML inventory: groups kube_control_plane, etcd, kube_node, k8s_cluster.
+
+    Hosts with a recorded connection (``vagrant ssh-config``) are reached that way.
+    """
     hostvars: dict[str, dict[str, Any]] = {}
     for h in plan.hosts:
         m = h.machine
-        key = m.ssh_key or ssh_key
+        c = (connections or {}).get(h.name)
+        key = c.key if c else m.ssh_key or ssh_key
+        user = c.user if c else m.ssh_user
         v: dict[str, Any] = {
-            "ansible_host": str(m.address),
-            "ansible_user": m.ssh_user,
-            "ansible_port": m.ssh_port,
+            "ansible_host": c.host if c else str(m.address),
+            "ansible_user": user,
+            "ansible_port": c.port if c else m.ssh_port,
             "provisioner_host_index": h.index,
         }
         if key is not None:
             v["ansible_ssh_private_key_file"] = str(key)
-        if m.ssh_user != "root":
+        if user != "root":
             v["ansible_become"] = True
         if h.pod_cidr is not None:
             v["provisioner_pod_cidr"] = str(h.pod_cidr)
@@ -93,12 +101,13 @@ def envvars(plan: Plan) -> dict[str, str]:
     }
 
 
-def runner_files(plan: Plan, ssh_key: Path | None) -> dict[str, bytes]:
+def runner_files(plan: Plan, ssh_key: Path | None,
+                 connections: Mapping[str, Connection] | None = None) -> dict[str, bytes]:
     """Relative path -> content of the private data dir."""
     return {
         # JSON is YAML too, and the inventory is the one document that grows with the
         # cluster: json.dumps is ~50x faster than a YAML emitter for 1,000 hosts.
-        "inventory/hosts.json": (json.dumps(inventory(plan, ssh_key), indent=1,
+        "inventory/hosts.json": (json.dumps(inventory(plan, ssh_key, connections), indent=1,
                                             sort_keys=True) + "\n").encode(),
         "env/extravars": _yaml(extravars(plan)),
         "env/envvars": _yaml(envvars(plan)),

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.components import ALL, File, Material
 from provisioner.plan.model import Plan
+from provisioner.providers.connections import Connection
 from provisioner.render.runner import runner_files
 
 
@@ -31,7 +33,8 @@ class RenderedTree:
     owners: dict[tuple[str, str], tuple[str, ...]]  # (host, path) -> components rendering it
 
 
-def render(plan: Plan, material: Material, ssh_key: Path | None) -> RenderedTree:
+def render(plan: Plan, material: Material, ssh_key: Path | None,
+           connections: Mapping[str, Connection] | None = None) -> RenderedTree:
     """Every desired file of every host, and the runner inputs (``ssh_key``: default key)."""
     hosts: dict[str, tuple[File, ...]] = {}
     owners: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -54,7 +57,7 @@ def render(plan: Plan, material: Material, ssh_key: Path | None) -> RenderedTree
                     merged[f.path] = File(prev.path, prev.content, prev.mode,
                                           prev.secret or f.secret, restarts)
         hosts[host.name] = tuple(merged[p] for p in sorted(merged))
-    return RenderedTree(hosts=hosts, runner=runner_files(plan, ssh_key), owners=owners)
+    return RenderedTree(hosts=hosts, runner=runner_files(plan, ssh_key, connections), owners=owners)
 
 
 def manifest(tree: RenderedTree, host: str) -> bytes:

@@ -184,6 +184,22 @@ class VagrantProvider(Model):
     boot_timeout: Annotated[int, Field(ge=60)] = Field(
         900, description="Seconds Vagrant waits for a VM to boot (long under emulation)."
     )
+    cpu_model: str = Field(
+        "qemu64",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="libvirt CPU model under software emulation (`qemu` driver); with `kvm` the "
+        "host CPU is passed through.",
+    )
+    management_subnet: Cidr = Field(
+        IPv4Network("192.168.121.0/24"),
+        description="libvirt management network (DHCP; Vagrant logs in over it). Must not "
+        "overlap the private subnet.",
+    )
+    management_network_mode: Literal["nat", "none"] = Field(
+        "nat",
+        description="`nat` gives VMs outbound access through the host; `none` keeps the "
+        "management network isolated (air-gapped hosts, labs).",
+    )
 
 
 class StaticProvider(Model):

@@ -503,5 +503,29 @@ def vagrant_memory(cluster: Cluster) -> Iterator[SpecIssue]:
                         "for a control-plane VM (at least 1536 MiB)", "set memoryMib: 2048")
 
 
+@rule
+def vagrant_networks(cluster: Cluster) -> Iterator[SpecIssue]:
+    """The libvirt management network is separate from the private subnet and the cluster's
+    pod and service ranges, and large enough for DHCP."""
+    provider = cluster.spec.provider
+    if not isinstance(provider, VagrantProvider):
+        return
+    mgmt = provider.management_subnet
+    path = "spec.provider.managementSubnet"
+    if mgmt.prefixlen > _SMALLEST_SUBNET:
+        yield SpecIssue(path, f"{mgmt} is too small for DHCP leases of the VMs",
+                        "use a /24 such as 192.168.121.0/24")
+    if mgmt.overlaps(provider.subnet):
+        yield SpecIssue(path, f"{mgmt} overlaps the private subnet {provider.subnet} "
+                        "(spec.provider.subnet)", "use disjoint ranges, e.g. 192.168.56.0/25 "
+                        "and 192.168.56.128/25, or the default 192.168.121.0/24")
+    nw = cluster.spec.network
+    for name, cidr in (("podCIDR", nw.pod_cidr), ("serviceCIDR", nw.service_cidr)):
+        if cidr.overlaps(mgmt):
+            yield SpecIssue(f"spec.network.{name}", f"{cidr} overlaps the management network "
+                            f"{mgmt} (spec.provider.managementSubnet)",
+                            "pick a range the VMs do not use")
+
+
 # Rules that resolve machines; skipped while host references themselves are broken.
 _NEEDS_SOUND_HOSTS: frozenset[Rule] = frozenset({pod_capacity, vip_free})

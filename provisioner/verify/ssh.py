@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 import paramiko
 
 from provisioner.plan.model import HostPlan, Plan
+from provisioner.providers.connections import read_connections
 
 SshErrorKind = Literal["hostkey-unknown", "hostkey-mismatch", "auth", "refused", "timeout",
                        "unreachable", "key-missing", "ssh"]
@@ -64,18 +65,24 @@ class SshSettings:
     port: int
     key: Path | None  # None: ssh-agent and the user's default keys
     known_hosts: Path | None  # None: the user's ~/.ssh/known_hosts
+    address: str | None = None  # None: the host's cluster address
 
 
 def ssh_settings(plan: Plan, state_dir: Path) -> dict[str, SshSettings]:
     """Login settings per host, the way the provider and Ansible log in."""
     provider = plan.cluster.spec.provider.type
     out: dict[str, SshSettings] = {}
+    connections = read_connections(state_dir)
     for h in plan.hosts:
         m = h.machine
-        if provider == "static":
+        c = connections.get(h.name)
+        pinned = state_dir / "ssh" / "known_hosts"
+        if c is not None:  # recorded by the provider (vagrant ssh-config)
+            out[h.name] = SshSettings(c.user, c.port, c.key,
+                                      pinned if pinned.is_file() else None, c.host)
+        elif provider == "static":
             out[h.name] = SshSettings(m.ssh_user, m.ssh_port, m.ssh_key, None)
         else:
-            pinned = state_dir / "ssh" / "known_hosts"
             key = m.ssh_key or state_dir / "ssh" / "id_ed25519"
             out[h.name] = SshSettings(m.ssh_user, m.ssh_port, key,
                                       pinned if pinned.is_file() else None)
@@ -109,7 +116,7 @@ class ParamikoRunner:
 
     def _connect(self, host: HostPlan) -> paramiko.SSHClient:
         s = self._settings[host.name]
-        addr = str(host.address)
+        addr = s.address or str(host.address)
         where = f"{s.user}@{addr}:{s.port}"
         known = s.known_hosts or Path("~/.ssh/known_hosts").expanduser()
         if s.key is not None and not s.key.is_file():
