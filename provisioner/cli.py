@@ -18,6 +18,7 @@ from provisioner.cli_artifacts import app as artifacts_app
 from provisioner.cli_machines import app as machines_app
 from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.cli_provision import app as provision_app
+from provisioner.cli_vagrant import app as vagrant_app
 from provisioner.cli_verify import app as verify_app
 from provisioner.plan import PhaseSelectionError, Plan, build_plan, select_phases
 from provisioner.plan.show import plan_json, plan_text
@@ -152,6 +153,7 @@ def _root(
 
 app.add_typer(machines_app, name="machines", help="Local machines for nspawn clusters.")
 app.add_typer(artifacts_app, name="artifacts", help="Download, verify and bundle binaries.")
+app.add_typer(vagrant_app, name="vagrant")
 # provision and status are top-level commands defined beside the provision flow.
 app.registered_commands += provision_app.registered_commands
 app.registered_commands += verify_app.registered_commands
