@@ -301,8 +301,8 @@ spec:
 """
 
 
-def test_only_nspawn_makes_machines() -> None:
-    with pytest.raises(ProviderError, match="only 'nspawn'"):
+def test_static_hosts_are_not_made() -> None:
+    with pytest.raises(ProviderError, match="does not make machines"):
         provider_for(parse(STATIC))
 
 
