@@ -22,7 +22,7 @@ from provisioner.spec.errors import SpecError
 from provisioner.spec.load import load_file
 
 app = typer.Typer(
-    help="Local machines for a cluster spec (systemd-nspawn nodes on this host).",
+    help="Machines for a cluster spec: systemd-nspawn nodes on this host or Vagrant VMs.",
     no_args_is_help=True,
 )
 # Piped output (logs, CI) would otherwise be cut at 80 columns, truncating addresses.

@@ -10,7 +10,7 @@ PKGS="debootstrap systemd-container apt-cacher-ng iproute2 iptables openssh-clie
       python3-venv ca-certificates curl make
       vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
       qemu-system-x86 qemu-utils seabios ipxe-qemu dnsmasq-base ebtables parted e2fsprogs
-      rsync"
+      rsync tini"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

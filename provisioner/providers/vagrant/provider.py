@@ -229,7 +229,8 @@ class VagrantMachines:
             if probe.returncode != 0:
                 raise ProviderError(
                     "libvirtd does not answer on qemu:///system: start it (`systemctl start "
-                    "libvirtd`, or `virtlogd -d; libvirtd -d` where PID 1 is not systemd)"
+                    "libvirtd`; where PID 1 is not systemd: `virtlogd -d; setsid tini -s -- "
+                    "libvirtd &`, tini reaping libvirt's QEMU probes)"
                     f" [{probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ''}]")
         for note in settings["notes"]:
             self.report(f"note: {note}")
