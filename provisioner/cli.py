@@ -151,7 +151,7 @@ def _root(
         raise typer.Exit()
 
 
-app.add_typer(machines_app, name="machines", help="Machines for a spec: nspawn nodes or Vagrant VMs.")
+app.add_typer(machines_app, name="machines", help="A spec's nspawn nodes or Vagrant VMs.")
 app.add_typer(artifacts_app, name="artifacts", help="Download, verify and bundle binaries.")
 app.add_typer(vagrant_app, name="vagrant")
 # provision and status are top-level commands defined beside the provision flow.
