@@ -284,3 +284,12 @@ def test_roles_restarting_services_clear_their_restart_markers() -> None:
         text = "".join(p.read_text() for p in (ROLES / role / "tasks").glob("*.yml"))
         assert "tasks_from: restarted" in text, role
         assert "provisioner_files_services" in text, role
+
+
+def test_roles_reach_services_at_the_cluster_address() -> None:
+    """``ansible_host`` is the SSH endpoint (Vagrant: the management address); services and
+    certificates use the cluster address, ``provisioner_address``."""
+    roles = Path(__file__).resolve().parents[1] / "playbooks" / "roles"
+    users = [str(p.relative_to(roles)) for p in roles.rglob("*.yml")
+             if "ansible_host" in p.read_text()]
+    assert not users

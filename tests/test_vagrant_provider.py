@@ -167,6 +167,8 @@ def test_connections_round_trip_and_drive_every_login(tmp_path: Path) -> None:
     assert (cp1["ansible_host"], cp1["ansible_user"], cp1["ansible_become"]) == (
         "192.168.56.131", "vagrant", True)
     assert cp1["ansible_ssh_private_key_file"].endswith("vt-cp1/libvirt/private_key")
+    # Roles reach services at the cluster address the certificates name, not at the SSH one.
+    assert cp1["provisioner_address"] == "192.168.56.20"
     w1 = inv["all"]["hosts"]["vt-w1"]
     assert (w1["ansible_host"], w1["ansible_port"]) == ("127.0.0.1", 2200)
     # A host without a recorded connection keeps the spec's address and the cluster key.

@@ -40,6 +40,9 @@ def inventory(plan: Plan, ssh_key: Path | None,
             "ansible_host": c.host if c else str(m.address),
             "ansible_user": user,
             "ansible_port": c.port if c else m.ssh_port,
+            # The cluster address roles use (certificates name it); ansible_host is only
+            # the SSH endpoint, which differs on Vagrant VMs (the management address).
+            "provisioner_address": str(m.address),
             "provisioner_host_index": h.index,
         }
         if key is not None:
