@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ import yaml
 from provisioner.execute import LineProgress, slowest_tasks
 from provisioner.plan import build_plan, select_phases
 from provisioner.providers.connections import Connection, read_connections
+from provisioner.providers.ssh import ClusterSSH
 from provisioner.providers.vagrant import box
 from provisioner.providers.vagrant.config import network_names
 from provisioner.providers.vagrant.provider import VagrantMachines
@@ -82,19 +84,14 @@ class Smoke:
     def run(self, name: str, command: str, check: bool = True
             ) -> subprocess.CompletedProcess[str]:
         c = self.logins[name]
-        argv = ["ssh", "-i", str(c.key), "-p", str(c.port), "-o", "IdentitiesOnly=yes",
-                "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.state}/ssh/known_hosts",
-                "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR",
-                f"{c.user}@{c.host}", f"sudo -n sh -c {_quote(command)}"]
+        logins = ClusterSSH(c.key, self.state / "ssh" / "known_hosts")
+        argv = ["ssh", *logins.options(c.port), f"{c.user}@{c.host}",
+                f"sudo -n sh -c {shlex.quote(command)}"]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
                               stdin=subprocess.DEVNULL)
         if check:
             assert proc.returncode == 0, f"{name}: `{command}`: {proc.stderr}{proc.stdout}"
         return proc
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def _pids(name: str) -> set[int]:

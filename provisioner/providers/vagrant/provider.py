@@ -36,6 +36,7 @@ from provisioner.providers.connections import (
     read_connections,
     write_connections,
 )
+from provisioner.providers.ssh import ClusterSSH
 from provisioner.providers.vagrant import box
 from provisioner.providers.vagrant.config import vagrant_config
 from provisioner.spec.models import Cluster, VagrantProvider
@@ -357,12 +358,9 @@ class VagrantMachines:
         return out
 
     def _ssh(self, c: Connection, command: str) -> str | None:
-        known = self.state / "ssh" / "known_hosts"
+        logins = ClusterSSH(c.key, self.state / "ssh" / "known_hosts")
         proc = subprocess.run(
-            ["ssh", "-i", str(c.key), "-p", str(c.port), "-o", "IdentitiesOnly=yes",
-             "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}",
-             "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5",
-             "-o", "LogLevel=ERROR", f"{c.user}@{c.host}", command],
+            ["ssh", *logins.options(c.port), f"{c.user}@{c.host}", command],
             capture_output=True, text=True, check=False, timeout=60, stdin=subprocess.DEVNULL)
         if proc.returncode == 255:
             return None
