@@ -23,7 +23,7 @@ apiVersion: provisioner.dev/v1alpha1
 kind: Cluster
 metadata: {{name: bench}}
 spec:
-  kubernetesVersion: "1.32.8"
+  kubernetesVersion: "1.37.2"
   provider: {{type: nspawn, subnet: 10.0.0.0/16}}
   controlPlane: {{count: 3}}
   workers: {{count: {workers}}}

@@ -275,7 +275,7 @@ def provision(
         raise ProvisionError(str(exc), exit_code=2) from None
     spec_dir = spec_file.resolve().parent
     sdir = cluster_dir(plan.name, state_dir)
-    notes: list[str] = []
+    notes: list[str] = list(plan.warnings)
     with cluster_lock(sdir):
         if machines and plan.cluster.spec.provider.type in MADE_MACHINES:
             _machines_up(plan, progress)

@@ -419,17 +419,35 @@ def test_packaged_manifest_covers_every_supported_version() -> None:
     man = default_manifest()
     unverifiable = set()
     for version in versions.supported_versions():
-        for runtime in ("runc", "crun"):
-            plan = cluster_plan(f"  kubernetesVersion: '{version}'\n"
-                                f"  containerRuntime: {{ociRuntime: {runtime}}}\n")
-            for name in needed(plan):
-                rel = man.release_for(name, plan)
-                assert rel.url or rel.debs, name
-                # deb artifacts are verified package by package (Debian's sha256s).
-                if rel.kind != "deb" and rel.sha256 is None and rel.checksum_url is None:
-                    unverifiable.add((name, rel.version))
-    # crun publishes no checksum file; these wait for a sha256 from a verified download.
-    assert unverifiable == {("crun", "1.19"), ("crun", "1.21")}
+        plan = cluster_plan(f"  kubernetesVersion: '{version}'\n")
+        for name in needed(plan):
+            rel = man.release_for(name, plan)
+            assert rel.url or rel.debs, name
+            # deb artifacts are verified package by package (Debian's sha256s).
+            if rel.kind != "deb" and rel.sha256 is None and rel.checksum_url is None:
+                unverifiable.add((name, rel.version))
+    assert unverifiable == set()
+
+
+def test_every_binary_artifact_has_a_pinned_build_recipe() -> None:
+    """Every non-Debian artifact of every supported version names a recipe whose Go module
+    (go.mod, go.sum, source-date) is checked in for the pinned version."""
+    from provisioner.build.recipes import pinned_files, recipe
+
+    man = default_manifest()
+    for version in versions.supported_versions():
+        plan = cluster_plan(f"  kubernetesVersion: '{version}'\n")
+        for name in needed(plan):
+            entry = man.entry(name)
+            if entry.kind == "deb":
+                continue
+            assert entry.build is not None, name
+            rel = man.release_for(name, plan)
+            files = pinned_files(entry.build.recipe, rel.version)
+            assert files["go.sum"].strip() and files["source-date"].strip(), name
+            r = recipe(entry.build.recipe)
+            gomod = files["go.mod"].decode()
+            assert all(p.package in gomod for p in r.programs), (name, rel.version)
 
 
 def test_packaged_manifest_destinations_match_the_units() -> None:
@@ -437,7 +455,7 @@ def test_packaged_manifest_destinations_match_the_units() -> None:
     dests = {i.dest for e in man.entries.values() for i in e.install}
     for path in ("/usr/local/bin/etcd", "/usr/local/bin/etcdctl", "/usr/local/bin/containerd",
                  "/usr/local/bin/containerd-shim-runc-v2", "/usr/local/bin/ctr",
-                 "/usr/local/sbin/runc", "/usr/local/sbin/crun", "/usr/local/bin/crictl",
+                 "/usr/local/sbin/runc", "/usr/local/bin/crictl",
                  "/opt/cni/bin/bridge", "/opt/cni/bin/host-local", "/opt/cni/bin/loopback",
                  "/usr/local/bin/kube-apiserver", "/usr/local/bin/kubelet",
                  "/usr/local/bin/kube-proxy", "/usr/local/bin/kubectl"):
@@ -482,34 +500,38 @@ def test_cli_fetch_and_bundle_from_a_local_source(
     assert res.exit_code == 1 and "artifact kubelet 1.0" in res.output
 
 
-# --- lab: the Debian-package local source -----------------------------------------------------
+# --- lab: the built local source ------------------------------------------------------------
 
 
 @pytest.mark.lab
-def test_debian_local_source_fetches_and_runs(tmp_path: Path) -> None:
-    from tests.fixtures.debian_artifacts import AVAILABLE, apt_available, debian_local_source
+def test_built_local_source_holds_the_real_programs(tmp_path: Path) -> None:
+    """The lab's built source (cached after `make lab-artifacts`) verifies as a local source,
+    and the programs print their upstream versions."""
+    from tests.fixtures.built_artifacts import built_local_source
 
-    if not apt_available():
-        pytest.skip("needs root and apt-get/dpkg-deb (Debian) to build the fixture")
-    src = debian_local_source(tmp_path / "debian-src", AVAILABLE)
+    plan = cluster_plan()
+    src = built_local_source(plan, needed(plan))
     plan = cluster_plan(f"  artifacts: {{source: local, path: '{src}'}}\n")
-    got = fetch(plan, tmp_path / "cache", tmp_path, names=AVAILABLE)
-
-    assert got["etcd"].version.startswith("3.4.") and got["etcd"].path == got["etcdctl"].path
+    got = fetch(plan, tmp_path / "cache", tmp_path)
+    assert got["etcd"].path == got["etcdctl"].path
+    assert got["etcd"].version == plan.release.component("etcd")
     assert {"/opt/cni/bin/bridge", "/opt/cni/bin/host-local", "/opt/cni/bin/loopback"} <= {
         i.dest for i in got["cni-plugins"].install}
-    assert "/usr/local/bin/containerd-shim-runc-v2" in {
-        i.dest for i in got["containerd"].install}
-    with tarfile.open(got["haproxy"].path) as tar:
-        debs = tar.getnames()
-    assert any(n.startswith("haproxy_") for n in debs)
-    assert any(n.startswith("liblua5.3-0_") for n in debs)
-    # The repackaged binaries are the real ones: etcd answers --version.
     with tarfile.open(got["etcd"].path) as tar:
-        member = got["etcd"].install[0].member
-        tar.extract(member, tmp_path / "x", filter="data")
-    out = subprocess.run([str(tmp_path / "x" / member), "--version"], capture_output=True,
-                         text=True, timeout=30)
-    assert "etcd Version: 3.4." in out.stdout
-    runc = subprocess.run([str(got["runc"].path), "--version"], capture_output=True, text=True)
-    assert "runc version" in runc.stdout
+        for item in got["etcd"].install + got["etcdctl"].install:
+            tar.extract(item.member, tmp_path / "x", filter="data")
+
+    def version(path: Path, *args: str) -> str:
+        out = subprocess.run([str(path), *args], capture_output=True, text=True, timeout=30)
+        return out.stdout + out.stderr
+
+    etcd = tmp_path / "x" / got["etcd"].install[0].member
+    assert f"etcd Version: {got['etcd'].version}" in version(etcd, "--version")
+    assert version(got["kube-apiserver"].path, "--version").strip() == f"Kubernetes v{plan.version}"
+    assert f"runc version {got['runc'].version}" in version(got["runc"].path, "--version")
+    with tarfile.open(got["containerd"].path) as tar:
+        tar.extract("bin/containerd", tmp_path / "c", filter="data")
+    assert f"v{got['containerd'].version}" in version(tmp_path / "c" / "bin/containerd",
+                                                      "--version")
+    ldd = subprocess.run(["ldd", str(got["runc"].path)], capture_output=True, text=True)
+    assert "not a dynamic executable" in ldd.stdout + ldd.stderr or "statically" in ldd.stdout

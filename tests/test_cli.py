@@ -112,4 +112,4 @@ def test_schema_and_versions() -> None:
     assert schema["title"] == "Cluster"
     assert "description" in json.dumps(schema)
     vs = runner.invoke(app, ["versions"])
-    assert "1.31" in vs.output and "1.33" in vs.output
+    assert "1.35" in vs.output and "1.37" in vs.output and "1.33" not in vs.output

@@ -127,7 +127,7 @@ def test_registries_and_local_artifacts() -> None:
     assert [m.registry for m in reg.mirrors] == ["docker.io", "registry.k8s.io"]
     assert [p.host for p in reg.private] == ["hub.test.com", "localhost:5000"]
     assert cluster.spec.artifacts.path == Path("bundles/k8s-1.33.tar")
-    assert cluster.spec.container_runtime.oci_runtime == "crun"
+    assert cluster.spec.container_runtime.oci_runtime == "runc"
 
 
 def test_static_every_group_named() -> None:
@@ -147,4 +147,4 @@ def test_each_cni_is_covered() -> None:
 
 
 def test_explicit_version_is_kept() -> None:
-    assert _load("02-static-hosts-ssh.yaml").spec.kubernetes_version == "1.32.8"
+    assert _load("02-static-hosts-ssh.yaml").spec.kubernetes_version == "1.37.2"

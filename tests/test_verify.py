@@ -113,7 +113,7 @@ class FakeCluster:
     inactive: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> unit -> state
     not_ready: set[str] = field(default_factory=set)
     unregistered: set[str] = field(default_factory=set)
-    git_version: str = "v1.33.4-standin"
+    git_version: str = "v1.37.2"
     apps_api: bool = False
     lease_holders: dict[str, str] = field(default_factory=dict)
     lease_renew: dt.datetime = NOW
@@ -305,15 +305,15 @@ def pick(results: list[CheckResult], name: str, target: str = "cluster") -> Chec
 # --- the whole run -------------------------------------------------------------------------
 
 
-def test_healthy_lab_cluster_passes_with_pod_checks_skipped(plan: Plan, state: Path) -> None:
+def test_healthy_cluster_without_apps_api_skips_pod_checks(plan: Plan, state: Path) -> None:
     results = run(FakeCluster(plan), state)
     bad = [r for r in results if r.status not in ("ok", "skipped")]
     assert bad == []
     skipped = {r.name for r in results if r.status == "skipped"}
     assert skipped == {"coredns-resolves", "smoke-deployment"}
     for name in skipped:
-        assert "stand-in" in pick(results, name).evidence
         assert "no workload API" in pick(results, name).evidence
+        assert "does not serve apps/v1" in pick(results, name).evidence
     assert exit_code(results) == 0
     # Every check ran, in registry order, and per-host checks cover their hosts.
     assert list(dict.fromkeys(r.name for r in results)) == list(check_names())
@@ -645,7 +645,7 @@ def test_nodes_missing_and_not_ready(plan: Plan, state: Path) -> None:
 
 
 def test_workload_checks_run_on_a_real_apiserver(plan: Plan, state: Path) -> None:
-    cluster = FakeCluster(plan, git_version="v1.33.4", apps_api=True,
+    cluster = FakeCluster(plan, git_version="v1.37.2", apps_api=True,
                           dns_answer="rcode=0\n10.96.0.1\n")
     results = run(cluster, state, only=["coredns-resolves", "smoke-deployment"])
     dns = pick(results, "coredns-resolves")
@@ -660,7 +660,7 @@ def test_workload_checks_run_on_a_real_apiserver(plan: Plan, state: Path) -> Non
 
 def test_smoke_deployment_uses_the_private_registry_and_reports_pods(state: Path) -> None:
     private = make_plan(SPEC + "  registries: {private: [{host: hub.test.com}]}\n")
-    cluster = FakeCluster(private, git_version="v1.33.4", apps_api=True, available=1)
+    cluster = FakeCluster(private, git_version="v1.37.2", apps_api=True, available=1)
     r = pick(run(cluster, state, only=["smoke-deployment"]), "smoke-deployment")
     assert r.status == "fail"
     assert "1/2 replicas of hub.test.com/nginx" in r.evidence
@@ -669,14 +669,14 @@ def test_smoke_deployment_uses_the_private_registry_and_reports_pods(state: Path
 
 
 def test_workloads_skipped_without_apps_api(plan: Plan, state: Path) -> None:
-    cluster = FakeCluster(plan, git_version="v1.33.4", apps_api=False)
+    cluster = FakeCluster(plan, git_version="v1.37.2", apps_api=False)
     r = pick(run(cluster, state, only=["coredns-resolves"]), "coredns-resolves")
     assert r.status == "skipped"
     assert "does not serve apps/v1" in r.evidence
 
 
 def test_coredns_wrong_answer_fails(plan: Plan, state: Path) -> None:
-    cluster = FakeCluster(plan, git_version="v1.33.4", apps_api=True,
+    cluster = FakeCluster(plan, git_version="v1.37.2", apps_api=True,
                           dns_answer="rcode=3\n")
     r = pick(run(cluster, state, only=["coredns-resolves"]), "coredns-resolves")
     assert r.status == "fail"

@@ -104,6 +104,14 @@ def fetch(
     return _fetch_all(releases, cache_root, http, None)
 
 
+def fetch_online(releases: list[Release], cache_root: Path,
+                 timeout: float = DEFAULT_TIMEOUT) -> dict[str, FetchedArtifact]:
+    """``releases`` from their official URLs (Debian packages for ``deb`` kinds), verified."""
+    http = _Http(_same, timeout, "online", "check this machine's network access to it, or "
+                 + OFFLINE_FIX)
+    return _fetch_all(releases, Path(cache_root), http, None)
+
+
 def _same(url: str) -> str:
     return url
 

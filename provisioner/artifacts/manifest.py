@@ -25,6 +25,15 @@ KUBERNETES = "kubernetes"
 
 
 @dataclass(frozen=True)
+class BuildRef:
+    """How a binary artifact is built from source: the recipe, and for a bare binary the
+    program it is (an archive takes each member's program from the member's base name)."""
+
+    recipe: str
+    program: str | None
+
+
+@dataclass(frozen=True)
 class Entry:
     """One artifact of the manifest, with ``{version}``/``{file}`` templates unfilled."""
 
@@ -39,6 +48,7 @@ class Entry:
     sha256: Mapping[str, str]
     install: tuple[InstallItem, ...]
     debs: tuple[DebFile, ...]
+    build: BuildRef | None = None
 
     def release(self, version: str) -> Release:
         """This artifact at ``version``."""
@@ -166,6 +176,7 @@ def _entry(name: str, item: Any, done: Mapping[str, Entry]) -> Entry:
             raise ArtifactError(
                 f"artifact manifest: {name}: binary installs take member '', archives a path"
             )
+    build = _build_ref(name, kind, item.get("build"))
     return Entry(
         name=name,
         kind=kind,
@@ -178,4 +189,16 @@ def _entry(name: str, item: Any, done: Mapping[str, Entry]) -> Entry:
         sha256=sha256,
         install=install,
         debs=debs if base is None else base.debs,
+        build=build if base is None else base.build,
     )
+
+
+def _build_ref(name: str, kind: Kind, raw: Any) -> BuildRef | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or "recipe" not in raw:
+        raise ArtifactError(f"artifact manifest: {name}: build needs a recipe")
+    program = raw.get("program")
+    if (kind == "binary") != (program is not None):
+        raise ArtifactError(f"artifact manifest: {name}: build.program is for binary kinds only")
+    return BuildRef(str(raw["recipe"]), None if program is None else str(program))

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 from provisioner.components.systemd import unit_file
 
 KUBELET_DIR = "/var/lib/kubelet"
+KUBELET_HEALTHZ_PORT = 10248
 PROXY_DIR = "/var/lib/kube-proxy"
 
 
@@ -27,7 +28,7 @@ class Kubelet(Component):
     name: ClassVar[str] = "kubelet"
     phase: ClassVar[str] = "node"
     service: ClassVar[str | None] = "kubelet"
-    ports: ClassVar[tuple[int, ...]] = (10250,)
+    ports: ClassVar[tuple[int, ...]] = (10250, KUBELET_HEALTHZ_PORT)
     artifacts: ClassVar[tuple[str, ...]] = ("kubelet", "kubectl")
 
     def runs_on(self, cluster: Cluster, machine: Machine) -> bool:
@@ -60,6 +61,9 @@ class Kubelet(Component):
             "pod_cidr": str(host.pod_cidr) if host.pod_cidr is not None else "",
             "register_with_taints": host.machine.is_control_plane and bool(plan.with_role(
                 "is_node") != plan.control_plane),
+            "fail_cgroup_v1": not plan.cgroup_v1,
+            "in_container": spec.provider.type == "nspawn",
+            "healthz_port": KUBELET_HEALTHZ_PORT,
         }
         stem = f"{KUBELET_DIR}/pki/kubelet-client"
         return [

@@ -1,4 +1,4 @@
-"""containerd with runc or crun: config.toml, per-registry hosts.toml, unit, crictl config."""
+"""containerd with runc: config.toml, per-registry hosts.toml, unit, crictl config."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Build the plan from a validated spec: pure, deterministic, no I/O."""
+"""Build the plan from a validated spec: deterministic, no I/O but one read of the host's
+cgroup mode for nspawn machines (they share its kernel)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,24 @@ PHASES: tuple[tuple[str, str], ...] = (
 )
 
 
-def build_plan(cluster: Cluster) -> Plan:
-    """Plan ``cluster`` (which must come from ``spec.load``: defaults filled, rules passed)."""
+def nodes_on_cgroup_v1(cluster: Cluster) -> bool:
+    """Whether the cluster's nodes run cgroup v1.
+
+    nspawn machines share this host's kernel and cgroup mode, so this host is asked (the
+    one read of the environment a plan makes). Vagrant VMs and static hosts run the
+    supported OS (Debian 12: cgroup v2); preflight checks that on each host.
+    """
+    if cluster.spec.provider.type != "nspawn":
+        return False
+    from provisioner.providers.nspawn.cgroups import host_cgroup_v1
+
+    return host_cgroup_v1()
+
+
+def build_plan(cluster: Cluster, *, cgroup_v1: bool | None = None) -> Plan:
+    """Plan ``cluster`` (which must come from ``spec.load``: defaults filled, rules passed).
+
+    ``cgroup_v1`` overrides the detection of :func:`nodes_on_cgroup_v1` (tests)."""
     version = cluster.spec.kubernetes_version or manifest.default_version()
     release = manifest.release_for(version)
     ms = machines(cluster)
@@ -48,6 +65,7 @@ def build_plan(cluster: Cluster) -> Plan:
         pki=_pki(cluster, hosts, kube_svc_ip),
         phases=_phases(hosts, addons),
         addons=addons,
+        cgroup_v1=nodes_on_cgroup_v1(cluster) if cgroup_v1 is None else cgroup_v1,
     )
 
 

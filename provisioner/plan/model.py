@@ -84,11 +84,26 @@ class Plan:
     pki: PkiPlan
     phases: tuple[Phase, ...]
     addons: tuple[str, ...]
+    cgroup_v1: bool = False
+    """The nodes run cgroup v1 (nspawn machines on a v1 host): kubelet must be told to accept
+    it (``failCgroupV1: false``, refused by default from 1.35 on, KEP-5573)."""
 
     @property
     def name(self) -> str:
         """Cluster name."""
         return self.cluster.metadata.name
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the user should know before the run: choices made for this environment."""
+        out = []
+        if self.cgroup_v1:
+            out.append(
+                "warning: the nodes run cgroup v1 (nspawn machines share this host's cgroup "
+                "mode), which kubelet refuses by default from Kubernetes 1.35 on (KEP-5573): "
+                "kubelet is configured with failCgroupV1: false. Upstream removes cgroup v1 "
+                "support no earlier than 1.38; use VMs or hosts with cgroup v2 for production")
+        return tuple(out)
 
     @property
     def minor(self) -> str:

@@ -76,6 +76,7 @@ def plan_text(plan: Plan) -> str:
         f"{d['network']['serviceCIDR']}, DNS {d['network']['dnsServiceIP']}, kube-proxy "
         f"{d['network']['kubeProxyMode']}",
         f"  addons: {', '.join(d['addons'])}",
+        *(f"  {w}" for w in plan.warnings),
         "",
         "Hosts:",
     ]

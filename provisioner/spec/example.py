@@ -9,7 +9,7 @@ kind: Cluster
 metadata:
   name: demo                     # short DNS label; prefixes generated machine names
 spec:
-  kubernetesVersion: "1.32.8"    # `provisioner versions` lists the supported ones
+  kubernetesVersion: "1.37.2"    # `provisioner versions` lists the supported ones
   provider:
     type: nspawn                 # nspawn (local machines) | vagrant | static (your hosts)
     subnet: 192.168.56.0/24      # machines get .11, .12, ... ; the host bridge takes .1
@@ -21,7 +21,7 @@ spec:
     placement: controlPlane      # or `dedicated` with its own count/hosts
   containerRuntime:
     name: containerd
-    ociRuntime: runc             # or crun
+    ociRuntime: runc             # the one OCI runtime offered
   network:
     cni: bridge                  # bridge | flannel | calico | cilium
     podCIDR: 10.244.0.0/16

@@ -252,7 +252,9 @@ class ContainerRuntime(Model):
     """The container runtime on every node."""
 
     name: Literal["containerd"] = "containerd"
-    oci_runtime: Literal["runc", "crun"] = Field("runc", description="Low-level OCI runtime.")
+    oci_runtime: Literal["runc"] = Field(
+        "runc", description="Low-level OCI runtime. Only runc, built from its Go source, is "
+        "offered: crun is C, has no source the lab can build from, and is not proven here.")
 
 
 class Network(Model):

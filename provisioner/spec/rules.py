@@ -90,7 +90,16 @@ def version_supported(cluster: Cluster) -> Iterator[SpecIssue]:
             else f"choose one of: {', '.join(supported)}")
     if bare != v:
         hint = f"drop the leading 'v' and {hint}"
-    yield SpecIssue("spec.kubernetesVersion", f"{v!r} is not a supported version", hint)
+    what = f"{v!r} is not a supported version"
+    oldest = min(manifest.minors(), key=_minor_key)
+    if re.fullmatch(r"\d+\.\d+", minor) and _minor_key(minor) < _minor_key(oldest):
+        what = (f"{v!r} is past its end of life upstream (Kubernetes {minor}); the oldest "
+                f"supported minor is {oldest}")
+    yield SpecIssue("spec.kubernetesVersion", what, hint)
+
+
+def _minor_key(minor: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in minor.split("."))
 
 
 @rule

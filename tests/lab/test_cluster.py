@@ -31,6 +31,7 @@ from provisioner.provision import ProvisionResult, artifacts_for, provision
 from provisioner.spec.load import load_file
 from provisioner.state import cluster_dir
 from provisioner.verify import CheckResult, to_json, verify
+from tests.fixtures.built_artifacts import built_local_source
 
 pytestmark = pytest.mark.lab
 
@@ -89,8 +90,6 @@ def _wait_verify(c: Cluster, ok: bool, seconds: float = 120) -> list[CheckResult
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if os.geteuid() != 0:
         pytest.skip("the nspawn lab needs root")
-    from tests.fixtures.debian_artifacts import debian_local_source
-
     base = tmp_path_factory.mktemp("cluster")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PROVISIONER_STATE_DIR", str(base / "state"))
@@ -98,7 +97,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         mp.setenv(paths.ENV_IMAGE_DIR, str(SHARED_IMAGES))
         plan = build_plan(load_file(EXAMPLE))
         wanted = artifacts_for(plan, plan.phases)
-        source = debian_local_source(base / "artifacts", wanted, kube_minor=plan.minor)
+        source = built_local_source(plan, wanted)
         data = yaml.safe_load(EXAMPLE.read_text())
         data["spec"]["artifacts"] = {"source": "local", "path": str(source)}
         spec = base / "cluster.yaml"

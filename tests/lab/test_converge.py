@@ -36,6 +36,7 @@ from provisioner.provision import ProvisionResult, artifacts_for, provision
 from provisioner.spec.load import load_file
 from provisioner.spec.topology import Machine, machines
 from provisioner.state import cluster_dir
+from tests.fixtures.built_artifacts import built_local_source
 
 pytestmark = pytest.mark.lab
 
@@ -106,12 +107,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                if not (PLAYBOOKS / f"{p}.yml").is_file()]
     if missing:
         pytest.skip(f"playbooks not delivered yet: {', '.join(missing)}")
-    try:
-        from tests.fixtures.debian_artifacts import (  # type: ignore[import-not-found,unused-ignore]
-            debian_local_source,
-        )
-    except ImportError:
-        pytest.skip("tests/fixtures/debian_artifacts.py (artifacts work) not delivered yet")
     base = tmp_path_factory.mktemp("converge")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PROVISIONER_STATE_DIR", str(base / "state"))
@@ -121,7 +116,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         plan = build_plan(cluster)
         # Exactly what the selected phases install, as provision will ask for it.
         wanted = artifacts_for(plan, select_phases(plan, ONLY, None))
-        source = debian_local_source(base / "artifacts", wanted)
+        source = built_local_source(plan, wanted)
         spec = _write_spec(base, source)
         cluster = load_file(spec)
         provider = NspawnMachines(cluster, print)

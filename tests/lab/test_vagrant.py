@@ -40,6 +40,7 @@ from provisioner.provision import ProvisionResult, artifacts_for, provision
 from provisioner.spec.load import load_file
 from provisioner.state import cluster_dir
 from provisioner.verify import verify
+from tests.fixtures.built_artifacts import built_local_source
 
 pytestmark = pytest.mark.lab
 
@@ -54,7 +55,7 @@ SPEC = {
     "kind": "Cluster",
     "metadata": {"name": NAME},
     "spec": {
-        "kubernetesVersion": "1.32.8",
+        "kubernetesVersion": "1.37.2",
         "provider": {
             "type": "vagrant",
             "vagrantProvider": "libvirt",
@@ -150,8 +151,6 @@ def libvirt() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory, libvirt: None) -> Iterator[Smoke]:
-    from tests.fixtures.debian_artifacts import debian_local_source
-
     base = tmp_path_factory.mktemp("vagrant")
     times: dict[str, float] = {}
     with pytest.MonkeyPatch.context() as mp:
@@ -160,7 +159,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, libvirt: None) -> Iterator[S
         spec.write_text(yaml.safe_dump(SPEC, sort_keys=False))
         plan = build_plan(load_file(spec))
         wanted = artifacts_for(plan, select_phases(plan, ONLY, None))
-        source = debian_local_source(base / "artifacts", wanted)
+        source = built_local_source(plan, wanted)
         data = dict(SPEC)
         data["spec"] = {**SPEC["spec"], "artifacts": {"source": "local", "path": str(source)}}
         spec.write_text(yaml.safe_dump(data, sort_keys=False))

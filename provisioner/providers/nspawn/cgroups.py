@@ -41,6 +41,14 @@ _NON_CONTROLLER_OPTIONS = {
 TOP = "provisioner"
 
 
+def host_cgroup_v1(root: Path = Path("/sys/fs/cgroup")) -> bool:
+    """True when this host runs cgroup v1 (legacy or hybrid): no unified hierarchy at root.
+
+    kubelet treats hybrid as v1 as well (it checks the filesystem type of /sys/fs/cgroup).
+    """
+    return not (root / "cgroup.controllers").is_file()
+
+
 @dataclass(frozen=True)
 class Hierarchy:
     """One mounted cgroup hierarchy and the caller's place in it."""

@@ -162,6 +162,38 @@ def remove_forward_rule(bridge: str) -> None:
         pass
 
 
+# The kernel settings kubelet insists on (pkg/kubelet/cm/container_manager_linux.go,
+# setupKernelTunables): with protectKernelDefaults off it writes them itself and fails if it
+# cannot. They are not namespaced, so on nspawn machines they are the host's own: set them
+# here, once, in the open, instead of letting every node's kubelet change the host behind
+# the user's back. kind sets the same values for the same reason.
+KUBELET_SYSCTLS: tuple[tuple[str, str], ...] = (
+    ("vm/overcommit_memory", "1"),
+    ("vm/panic_on_oom", "0"),
+    ("kernel/panic", "10"),
+    ("kernel/panic_on_oops", "1"),
+    ("kernel/keys/root_maxkeys", "1000000"),
+    ("kernel/keys/root_maxbytes", "25000000"),
+)
+
+
+def ensure_kubelet_sysctls(proc_sys: Path = Path("/proc/sys")) -> list[str]:
+    """Set the host-global sysctls kubelet needs; return ``name: old -> new`` for changes."""
+    changed = []
+    for key, want in KUBELET_SYSCTLS:
+        path = proc_sys / key
+        try:
+            have = path.read_text().strip()
+        except OSError:
+            continue  # not in this kernel (keys): kubelet skips it too
+        # root_maxkeys/maxbytes: kubelet only raises them.
+        if have == want or (key.startswith("kernel/keys/") and int(have) >= int(want)):
+            continue
+        path.write_text(want + "\n")
+        changed.append(f"{key.replace('/', '.')}: {have} -> {want}")
+    return changed
+
+
 def ensure_nspawn_runtime() -> None:
     """nspawn only cleans /run/systemd/nspawn/propagate when it is a tmpfs; mount one."""
     NSPAWN_RUNTIME.mkdir(parents=True, exist_ok=True)

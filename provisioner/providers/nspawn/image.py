@@ -22,7 +22,7 @@ from provisioner.providers.nspawn import paths
 from provisioner.providers.nspawn.system import run, which
 
 # Bump when the fixes below change: existing images are then re-fixed in place.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 STAMP = ".provisioner-image"
 
 # Beyond the issue's list: dbus + libpam-systemd make logind/hostnamectl work, python3-apt is
@@ -90,6 +90,8 @@ NODE_PREP_SCRIPT = """#!/bin/sh
 # provisioner: make nspawn's read-only API mounts writable (the node has all capabilities)
 [ -e /etc/provisioner/ro-procsys ] || mount -o remount,bind,rw /proc/sys
 for m in $(findmnt -rn -t cgroup -o TARGET); do mount -o remount,bind,rw "$m"; done
+# kubelet and containerd need shared mount propagation for volume mounts (kind does the same)
+mount --make-rshared /
 exit 0
 """
 

@@ -187,6 +187,10 @@ class NspawnMachines:
         host.check_addresses(self.network, [m.address for m in self.machines])
         host.ensure_bridge(self.network)
         host.ensure_forward_rule(self.network.bridge)
+        changed = host.ensure_kubelet_sysctls()
+        if changed:
+            self.report("host sysctls kubelet needs (host-global, shared by nspawn machines): "
+                        + ", ".join(changed))
         if not self.provider.apt_proxy:
             return []
         warning = host.ensure_apt_proxy(

@@ -62,6 +62,9 @@ def _verdict(ctx: VerifyContext, get: Getter, url: str, path: str, unit: str, ho
     except TransportError as exc:
         return transport_failure(exc, url + path, unit, host, cert_hint(ctx, where))
     if resp.status == 200:
+        passed = [ln for ln in resp.body.splitlines() if ln.startswith("[+]")]
+        if passed:  # ?verbose: one [+] line per named check
+            return ok(f"{url}{path}: all {len(passed)} checks passed")
         return ok(f"{url}{path}: {first_line(resp.body) or 'ok'}")
     if resp.status == 401:
         return fail(f"{url}{path}: HTTP 401, the client certificate was not accepted",
@@ -86,7 +89,7 @@ def _verdict(ctx: VerifyContext, get: Getter, url: str, path: str, unit: str, ho
 def _failed_checks(get: Getter, url: str, resp: HttpResponse) -> str:
     """The ``[-]`` lines of the verbose health report (the reason for a non-200)."""
     body = resp.body
-    if "[-]" not in body:
+    if "[-]" not in body and "?verbose" not in url:
         try:
             body = get(url + "?verbose").body
         except TransportError:
@@ -134,8 +137,8 @@ def livez_lb(ctx: VerifyContext, target: str) -> Outcome:
 
 
 def readyz_lb(ctx: VerifyContext, target: str) -> Outcome:
-    """/readyz through the load balancer."""
-    return _via_lb(ctx, target, "/readyz")
+    """/readyz?verbose through the load balancer: every named readiness check passes."""
+    return _via_lb(ctx, target, "/readyz?verbose")
 
 
 def livez_node(ctx: VerifyContext, target: str) -> Outcome:
