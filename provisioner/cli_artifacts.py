@@ -21,6 +21,7 @@ from rich.table import Table
 from provisioner.artifacts import ArtifactError, FetchedArtifact, fetch, write_bundle
 from provisioner.artifacts.manifest import default_manifest
 from provisioner.build.build import build as build_artifacts
+from provisioner.build.build import build_images
 from provisioner.build.build import cache_root as build_cache_root
 from provisioner.build.recipes import RecipeError
 from provisioner.cli_options import SpecFile
@@ -152,7 +153,8 @@ def build_cmd(
     ] = None,
 ) -> None:
     """Build every binary artifact the spec's release pins from upstream source (Go module
-    proxy) into a local artifact source; finished builds are cached per version."""
+    proxy) into a local artifact source, and the cluster's images (OCI layouts in images/);
+    finished builds are cached per version."""
     plan = _plan(file)
     target = output
     spec_art = plan.cluster.spec.artifacts
@@ -169,11 +171,14 @@ def build_cmd(
             with Live(view._table(), console=out, refresh_per_second=4) as live:
                 view.live = live
                 built = build_artifacts(plan, target, view)
+                images = build_images(plan, target, view)
         else:
             built = build_artifacts(plan, target, view)
+            images = build_images(plan, target, view)
     except (ArtifactError, RecipeError) as exc:
         _fail(f"error: {exc}")
     out.print(_table(plan, built))
+    out.print(f"{len(images)} images: {', '.join(images)}", markup=False, highlight=False)
     out.print(f"{len(built)} artifacts in {target} (local source) in "
               f"{time.monotonic() - started:.1f}s; build cache {build_cache_root()}",
               markup=False, highlight=False)

@@ -38,6 +38,7 @@ def make_ctx(**overrides: Any) -> AddonContext:
         dns_ip="10.96.0.10",
         dns_replicas=2,
         upstream_servers=("192.0.2.53", "198.51.100.53"),
+        node_resolver=True,
         nodelocaldns_enabled=True,
         nodelocaldns_ip="169.254.20.10",
         cni="flannel",
@@ -391,3 +392,14 @@ def test_output_is_deterministic(full: tuple[AddonContext, dict[str, str]]) -> N
 def test_bad_context_is_refused_naming_the_field(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=f"^{field}:"):
         addon_manifests(make_ctx(**overrides))
+
+
+def test_no_forward_without_upstreams_or_a_node_resolver() -> None:
+    """Nodes without a resolver (nspawn machines in the lab): CoreDNS and node-local DNS
+    answer cluster names only; with a resolver they forward to it."""
+    bare = addon_manifests(make_ctx(upstream_servers=(), node_resolver=False))
+    text = "".join(bare.values())
+    assert "forward . \n" not in text and "forward . {" not in text
+    assert "forward . /etc/resolv.conf" not in text
+    host = addon_manifests(make_ctx(upstream_servers=(), node_resolver=True))
+    assert "forward . /etc/resolv.conf" in "".join(host.values())

@@ -15,10 +15,12 @@ shared by every clone on the machine.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -32,11 +34,23 @@ from provisioner.artifacts.files import record_path, record_text, sha256_file, w
 from provisioner.artifacts.manifest import Entry, Manifest, default_manifest, needed
 from provisioner.artifacts.model import ArtifactError, FetchedArtifact, Release
 from provisioner.build.gotool import go_binary, go_env, go_version, run_go
+from provisioner.build.images import (
+    IMAGES,
+    compile_pause,
+    image_files,
+    image_version,
+    kube_module_dir,
+    make_image,
+    read_layout,
+    write_layout,
+)
 from provisioner.build.recipes import Recipe, RecipeError, pinned_files, recipe, recipe_key
 from provisioner.plan.model import Plan
 from provisioner.versions.manifest import minors
 
 ENV_CACHE = "PROVISIONER_CACHE_DIR"
+# Bump when image assembly changes (files, config): cached images are then rebuilt.
+IMAGE_RECIPE_VERSION = "1"
 
 Report = Callable[[str, str, str], None]
 """(recipe label, state, detail): states are queued, cached, building, done, failed."""
@@ -310,7 +324,79 @@ def write_local_manifest(out: Path, result: dict[str, FetchedArtifact],
             b = builds[(e.build.recipe, fa.version)]
             entry["built"] = {"recipe": b.recipe, "key": b.key, "go": go}
         data[name] = entry
-    with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(f.name, path)
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    path.chmod(0o644)
+
+
+# --- images ------------------------------------------------------------------------------------
+
+IMAGES_JSON = "images.json"
+
+
+def needed_images(plan: Plan) -> list[str]:
+    """The images a cluster of ``plan`` runs that the lab builds: the sandbox image, the
+    addons it enables, and the web server and client images verify's checks use."""
+    names = ["pause", "coredns"]
+    if plan.cluster.spec.addons.metrics_server.enabled:
+        names.append("metrics-server")
+    return [*names, "nginx", "busybox"]
+
+
+def _run_quiet(cmd: list[str], cwd: Path) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900,
+                          check=False)
+    if proc.returncode != 0:
+        raise RecipeError(f"{' '.join(cmd[:3])} failed: {proc.stderr.strip()[-800:]}")
+
+
+def build_images(plan: Plan, out: Path, report: Report, cache: Path | None = None
+                 ) -> dict[str, Path]:
+    """Every image of :func:`needed_images` as an OCI layout tar under ``out/images``;
+    ``out/images.json`` maps each upstream reference to its file and manifest digest."""
+    cache = cache if cache is not None else cache_root()
+    built: dict[str, Path] = {}
+    index: dict[str, dict[str, str]] = {}
+    for name in needed_images(plan):
+        r = IMAGES[name]
+        version = image_version(r, plan.release.components)
+        ref = r.reference(version)
+        label = f"image {ref}"
+        program: Path | None = None
+        key_parts = [r.name, ref, repr(r), IMAGE_RECIPE_VERSION]
+        if r.go_recipe is not None:
+            b = build_recipe(recipe(r.go_recipe), version, cache, report)
+            program = b.program(recipe(r.go_recipe).programs[0].name)
+            key_parts.append(b.key)
+        elif r.name == "pause":
+            key_parts.append(plan.version)
+        key = hashlib.sha256("\n".join(key_parts).encode()).hexdigest()[:20]
+        cached = cache / "images" / r.name / r.tag(version) / f"{key}.oci.tar"
+        if not cached.is_file():
+            report(label, "building", "assembling the image")
+            with tempfile.TemporaryDirectory(prefix="provisioner-image-") as tmp:
+                work = Path(tmp)
+                if r.name == "pause":
+                    program = compile_pause(kube_module_dir(cache, plan.version), version,
+                                            work / "pause")
+                files = image_files(r, program, work, _run_quiet)
+                date = pinned_files("kubernetes", plan.version)["source-date"].decode().strip()
+                write_layout(make_image(r, ref, files, date), cached)
+            report(label, "done", "")
+        else:
+            report(label, "cached", str(cached))
+        dest = out / "images" / f"{r.name}-{r.tag(version)}.oci.tar"
+        if not dest.is_file() or sha256_file(dest) != sha256_file(cached):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached, dest)
+        index[ref] = {"file": os.path.relpath(dest, out), "sha256": sha256_file(dest),
+                      "manifest": read_layout(dest).manifest_digest}
+        built[ref] = dest
+    path = out / IMAGES_JSON
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data.update(index)
+    write_atomic(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+    path.chmod(0o644)
+    return built

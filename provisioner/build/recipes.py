@@ -166,6 +166,22 @@ RECIPES: Mapping[str, Recipe] = {r.name: r for r in (
         stamp=lambda v, d: [("sigs.k8s.io/cri-tools/pkg/version.Version", v)],
         source="cri-tools Makefile (-X pkg/version.Version=<tag without v>, CGO_ENABLED=0)",
     ),
+    Recipe(
+        name="coredns",
+        modules=("github.com/coredns/coredns",),
+        programs=(Program("github.com/coredns/coredns", "coredns"),),
+        # The version is a constant in coremain; GitCommit is unknown from the proxy.
+        stamp=lambda v, d: [("github.com/coredns/coredns/coremain.GitCommit", f"v{v}")],
+        source="coredns Makefile (CGO_ENABLED=0, -X coremain.GitCommit; plugin list committed)",
+    ),
+    Recipe(
+        name="metrics-server",
+        modules=("sigs.k8s.io/metrics-server",),
+        programs=(Program("sigs.k8s.io/metrics-server/cmd/metrics-server", "metrics-server"),),
+        stamp=lambda v, d: [("k8s.io/client-go/pkg/version.gitVersion", f"v{v}"),
+                            ("k8s.io/client-go/pkg/version.buildDate", d)],
+        source="metrics-server Makefile (CGO_ENABLED=0, -X k8s.io/client-go/pkg/version.*)",
+    ),
 )}
 
 

@@ -49,6 +49,8 @@ def context(plan: Plan) -> AddonContext:
         dns_ip=str(plan.dns_service_ip),
         dns_replicas=spec.dns.replicas,
         upstream_servers=tuple(str(s) for s in spec.dns.upstream_servers),
+        # nspawn machines get an empty resolv.conf: there is no DNS in the lab.
+        node_resolver=spec.provider.type != "nspawn",
         nodelocaldns_enabled=spec.dns.node_local_dns.enabled,
         nodelocaldns_ip=str(spec.dns.node_local_dns.address),
         cni=spec.network.cni,

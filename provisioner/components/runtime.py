@@ -50,6 +50,7 @@ class Containerd(Component):
             "pause_image": f"{spec.registries.pause_image_registry}/pause:"
                            f"{plan.release.component('pause')}",
             "auths": auths,
+            "restrict_oom_score_adj": spec.provider.type == "nspawn",
         }
         config = render_template("containerd/config.toml.j2", ctx).encode()
         r = ("containerd",)

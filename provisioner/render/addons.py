@@ -59,6 +59,8 @@ class AddonContext:
     dns_ip: str
     dns_replicas: int
     upstream_servers: tuple[str, ...]
+    node_resolver: bool
+    """The nodes have a resolver in /etc/resolv.conf (nspawn machines in the lab do not)."""
     nodelocaldns_enabled: bool
     nodelocaldns_ip: str
     cni: str
@@ -211,6 +213,8 @@ def _template_values(ctx: AddonContext) -> dict[str, Any]:
     values["managed_by"] = f"{MANAGED_BY_KEY}: {MANAGED_BY_VALUE}"
     # CoreDNS and node-local DNS forward non-cluster names here; with no upstreams given the
     # node's own resolver (kubelet hands CoreDNS the host resolv.conf, dnsPolicy Default) is
-    # the upstream, as kubeadm does.
-    values["dns_forward"] = " ".join(ctx.upstream_servers) or "/etc/resolv.conf"
+    # the upstream, as kubeadm does. Nodes without one (the lab has no DNS) get no forward
+    # plugin: CoreDNS answers cluster names only, instead of refusing to start.
+    values["dns_forward"] = " ".join(ctx.upstream_servers) or (
+        "/etc/resolv.conf" if ctx.node_resolver else "")
     return values

@@ -139,6 +139,13 @@ class Host(Model):
     ssh: HostSSH | None = Field(None, description="Overrides of spec.ssh for this host.")
 
 
+class HostAlias(Model):
+    """A name the machines resolve through /etc/hosts (there is no DNS in the lab)."""
+
+    hostname: RegistryHost = Field(description="e.g. hub.test.com")
+    address: IPv4Address = Field(description="An address inside the provider's subnet.")
+
+
 class NspawnProvider(Model):
     """Local machines: systemd-nspawn containers on this Linux host."""
 
@@ -162,6 +169,11 @@ class NspawnProvider(Model):
     )
     apt_proxy: bool = Field(
         True, description="Run an apt proxy on the bridge address so nodes can install packages."
+    )
+    host_aliases: list[HostAlias] = Field(
+        default_factory=list,
+        description="Extra /etc/hosts entries on every machine, e.g. a private registry served "
+        "on the bridge address (hub.test.com -> 192.168.56.1 in the lab).",
     )
 
 

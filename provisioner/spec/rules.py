@@ -292,6 +292,13 @@ def provider_network(cluster: Cluster) -> Iterator[SpecIssue]:
         elif (what := _reserved(net, h.address)) is not None:
             yield SpecIssue(f"spec.hosts[{i}].address", f"{h.address} is {what} of {net}",
                             f"pick an address from {IPv4Address(int(gateway) + 1)} on")
+    if isinstance(cluster.spec.provider, NspawnProvider):
+        for i, a in enumerate(cluster.spec.provider.host_aliases):
+            # Only the project's own network: the bridge (gateway) or a machine.
+            if a.address not in net:
+                yield SpecIssue(f"spec.provider.hostAliases[{i}].address",
+                                f"{a.address} is outside the provider subnet {net}",
+                                f"use an address of {net}, e.g. the bridge's {gateway}")
 
 
 def _reserved(net: IPv4Network, addr: IPv4Address) -> str | None:

@@ -95,7 +95,8 @@ class NspawnMachines:
 
     def configs(self, authorized_key: str = "") -> list[node.NodeConfig]:
         """Per-node configuration for every machine of the spec."""
-        hosts = tuple((m.name, m.address) for m in self.machines)
+        hosts = tuple((m.name, m.address) for m in self.machines) + tuple(
+            (a.hostname, a.address) for a in self.provider.host_aliases)
         proxy = self.network.apt_proxy_url if self.provider.apt_proxy else None
         return [
             node.NodeConfig(
