@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps install lab-artifacts lint typecheck test test-unit test-lab bench golden
+.PHONY: deps install lab-artifacts lab-registry lab-registry-down lint typecheck test test-unit test-lab bench golden
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,6 +24,15 @@ LAB_SPEC ?= inventories/nspawn-3cp-2w.yaml
 lab-artifacts: $(PY)
 	$(VENV)/bin/provisioner artifacts build $(LAB_SPEC)
 
+# The lab's private registry hub.test.com (Debian's distribution registry on the bridge
+# address 192.168.56.1:443, lab CA, basic auth), holding the images lab-artifacts built.
+# A lab fixture, not part of the product; `make lab-registry-down` stops it.
+lab-registry: $(PY)
+	$(PY) -m tests.fixtures.lab_registry up
+
+lab-registry-down: $(PY)
+	$(PY) -m tests.fixtures.lab_registry down
+
 lint: $(PY)
 	$(VENV)/bin/ruff check provisioner tests bench
 
@@ -31,7 +40,8 @@ typecheck: $(PY)
 	$(VENV)/bin/mypy
 
 # Everything: unit, golden, CLI and the end-to-end tests on local nspawn machines (root).
-# The lab's artifacts are built first, in the open (the lab tests reuse them).
+# The lab's artifacts are built first, in the open (the lab tests reuse them); the lab tests
+# start the lab registry themselves (and stop it if they started it).
 test: lint typecheck lab-artifacts
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 

@@ -6,14 +6,15 @@
 # build uses (parted, e2fsprogs, rsync, qemu-utils); for building the artifacts from source:
 # a C toolchain and a static libseccomp for runc (cgo, seccomp), and Go when none is
 # installed (Debian 12's golang is too old for Kubernetes 1.35+: then Go comes from the Go
-# module proxy's golang.org/toolchain module, see below).
+# module proxy's golang.org/toolchain module, see below); the lab registry (Debian's
+# docker-registry, the CNCF distribution registry; started by the lab fixture only).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 PKGS="debootstrap systemd-container apt-cacher-ng iproute2 iptables openssh-client openssl
       python3-venv ca-certificates curl make
       vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu
       qemu-system-x86 qemu-utils seabios ipxe-qemu dnsmasq-base ebtables parted e2fsprogs
-      rsync tini gcc libc6-dev libseccomp-dev pkg-config unzip"
+      rsync tini gcc libc6-dev libseccomp-dev pkg-config unzip docker-registry"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -64,7 +64,8 @@ def cache_root() -> Path:
 
 
 def pinned_recipe_versions(manifest: Manifest | None = None) -> set[tuple[str, str]]:
-    """Every (recipe, version) some supported Kubernetes release needs."""
+    """Every (recipe, version) some supported Kubernetes release needs (artifacts and the
+    programs of images)."""
     man = manifest if manifest is not None else default_manifest()
     out: set[tuple[str, str]] = set()
     for rel in minors().values():
@@ -75,6 +76,9 @@ def pinned_recipe_versions(manifest: Manifest | None = None) -> set[tuple[str, s
                 out.update((entry.build.recipe, p) for p in rel.patches)
             elif entry.version_from is not None and entry.version_from in rel.components:
                 out.add((entry.build.recipe, rel.component(entry.version_from)))
+        for image in IMAGES.values():
+            if image.go_recipe is not None:
+                out.add((image.go_recipe, rel.component(image.version_from)))
     return out
 
 

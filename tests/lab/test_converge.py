@@ -5,9 +5,9 @@ Scope: the "Converge real hosts" acceptance on real machines (root): etcd health
 built image on every node with the registry mirror configured; haproxy spreads connections
 over the control-plane nodes and survives one of them going down; an immediate second run
 changes nothing; a drifted managed file is restored and only its service restarts; a report
-of wall times and the slowest tasks (from the event log). Artifacts come from Debian
-packages (``tests/fixtures/debian_artifacts.py``), so no internet is needed. The machines
-come up once for the module and are purged at the end.
+of wall times and the slowest tasks (from the event log). Artifacts are the lab's build from
+upstream source (``tests/fixtures/built_artifacts.py``). The machines come up once for the
+module and are purged at the end.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +34,7 @@ from provisioner.provision import ProvisionResult, artifacts_for, provision
 from provisioner.spec.load import load_file
 from provisioner.spec.topology import Machine, machines
 from provisioner.state import cluster_dir
-from tests.fixtures.built_artifacts import built_local_source
+from tests.fixtures.built_artifacts import LAB_SOURCE, built_local_source
 
 pytestmark = pytest.mark.lab
 
@@ -48,7 +46,7 @@ PKI = "/etc/kubernetes/pki/etcd"
 APISERVER_PORT = 6443
 LB_PORT = 8443
 TEST_NS = "provisioner-test"
-IMAGE = "test.local/busybox:latest"
+IMAGE = "docker.io/library/busybox:latest"
 
 
 @dataclass
@@ -174,41 +172,20 @@ def test_etcd_cluster_over_tls(lab: Lab) -> None:
     assert forged.returncode != 0 and "replicated" not in forged.stdout
 
 
-def _busybox_image(out: Path) -> Path:
-    """A tiny OCI image archive (busybox-static, umoci) for ``ctr images import``."""
-    if shutil.which("umoci") is None or not Path("/bin/busybox").exists():
-        pytest.skip("needs umoci and busybox-static on the controller "
-                    "(apt-get install umoci busybox-static)")
-    work = out / "oci"
-    layout = f"{work}/layout"
+def _busybox_image() -> Path:
+    """The lab's busybox image (Debian's busybox-static), an OCI layout tar from the build."""
+    from provisioner.build.build import build_images
 
-    def umoci(*args: str) -> None:
-        subprocess.run(["umoci", *args], check=True, capture_output=True)
-
-    umoci("init", "--layout", layout)
-    umoci("new", "--image", f"{layout}:latest")
-    umoci("unpack", "--image", f"{layout}:latest", f"{work}/bundle")
-    rootfs = work / "bundle" / "rootfs"
-    (rootfs / "bin").mkdir(parents=True, exist_ok=True)
-    shutil.copy2("/bin/busybox", rootfs / "bin" / "busybox")
-    for applet in ("sh", "echo", "cat", "hostname", "uname"):
-        (rootfs / "bin" / applet).symlink_to("busybox")
-    umoci("repack", "--image", f"{layout}:latest", f"{work}/bundle")
-    umoci("config", "--image", f"{layout}:latest", "--config.cmd", "/bin/sh",
-          "--config.env", "PATH=/bin")
-    umoci("gc", "--layout", layout)
-    archive = out / "busybox-oci.tar"
-    subprocess.run(["tar", "-C", layout, "-cf", str(archive), "."], check=True)
-    return archive
+    plan = build_plan(load_file(EXAMPLE))
+    built = build_images(plan, LAB_SOURCE, lambda *_: None)
+    return built[IMAGE]
 
 
 def test_containerd_runs_a_local_image_everywhere(lab: Lab) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        archive = _busybox_image(Path(tmp)).read_bytes()
+    archive = _busybox_image().read_bytes()
     for name in lab.nodes:
         lab.push(name, "/tmp/busybox-oci.tar", archive)
-        lab.run(name, f"ctr -n {TEST_NS} images import --base-name test.local/busybox "
-                "/tmp/busybox-oci.tar")
+        lab.run(name, f"ctr -n {TEST_NS} images import /tmp/busybox-oci.tar")
         out = lab.run(name, f"ctr -n {TEST_NS} run --rm {IMAGE} smoke-{name} "
                       "/bin/sh -c 'echo hello-from-$(uname -s)'", timeout=120).stdout
         assert "hello-from-Linux" in out, f"{name}: {out}"
