@@ -163,7 +163,7 @@ def build_cmd(
             _fail("error: --out is required unless the spec has artifacts.source: local with "
                   "artifacts.path (the directory the build writes)")
         target = spec_art.path if spec_art.path.is_absolute() else (
-            file.resolve().parent / spec_art.path)
+            file.resolve().parent / spec_art.path).resolve()
     started = time.monotonic()
     view = _BuildView()
     try:
