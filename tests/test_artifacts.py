@@ -475,7 +475,7 @@ def test_cli_fetch_and_bundle_from_a_local_source(
     files: dict[str, tuple[str, str, bytes]] = {}
     for name in needed(plan):
         kind = "deb" if name == "haproxy" else "binary"
-        data = tgz({"x.deb": b"deb"}) if kind == "deb" else f"{name} stand-in".encode()
+        data = tgz({"x.deb": b"deb"}) if kind == "deb" else f"{name} test bytes".encode()
         files[name] = (kind, "", data)
     src = make_local_dir(tmp_path / "src", files)
     spec = tmp_path / "cluster.yaml"

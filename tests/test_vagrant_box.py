@@ -2,7 +2,7 @@
 
 Scope: reading the host key from a console log, the box file's contents and name, parsing
 ``vagrant box list``, mountinfo, ``losetup`` and ``parted`` output, the host checks, the
-finalize boot's command line, ``ensure_box`` (with a stand-in ``vagrant`` on PATH) and the CLI.
+finalize boot's command line, ``ensure_box`` (with a test double ``vagrant`` on PATH) and the CLI.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def test_box_list_is_parsed() -> None:
 
 
 def _fake_vagrant(tmp_path: Path, list_output: str) -> dict[str, str]:
-    """A stand-in ``vagrant`` on PATH that prints ``list_output`` and records every call."""
+    """A test double ``vagrant`` on PATH that prints ``list_output`` and records every call."""
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
     (tmp_path / "list.txt").write_text(list_output)

@@ -219,7 +219,7 @@ def _lb_backends(lab: Lab, node: str) -> list[str]:
 
 def test_haproxy_spreads_and_survives_a_control_plane_node(lab: Lab) -> None:
     cps = [n for n in lab.nodes if "cp" in n]
-    # The apiservers are not part of this issue: a TCP stand-in on each control-plane node
+    # The control plane is not converged here (--only os..lb): a TCP test double on each node
     # answers with its host name, which is all haproxy's tcp-check looks at.
     for n in cps:
         lab.run(n, "systemd-run --unit=fake-apiserver --collect python3 -c "
