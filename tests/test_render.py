@@ -169,3 +169,29 @@ def test_phase_selection(tmp_path: Path) -> None:
     assert "addons/coredns" not in names and names[0] == "os"
     with pytest.raises(PhaseSelectionError, match="'nope'"):
         select_phases(plan, ["nope"], None)
+
+
+def _kubelet_and_containerd(plan: Plan, tmp: Path, case: str) -> tuple[str, str]:
+    material, _ = prepare(plan, tmp, GOLDEN / case)
+    tree = render(plan, material, Path("/k"))
+    host = plan.nodes[0].name
+    return (_file(tree, host, "/var/lib/kubelet/config.yaml").content.decode(),
+            _file(tree, host, "/etc/containerd/config.toml").content.decode())
+
+
+def test_cgroup_v1_settings_only_where_the_nodes_run_v1(tmp_path: Path) -> None:
+    """failCgroupV1: false (and a warning) only for nodes on cgroup v1; nspawn machines get
+    the in-container settings, other providers do not."""
+    cluster = load_file(GOLDEN / "3cp-2w" / "spec.yaml")  # nspawn
+    v1 = build_plan(cluster, cgroup_v1=True)
+    kubelet, containerd = _kubelet_and_containerd(v1, tmp_path / "a", "3cp-2w")
+    assert "failCgroupV1: false" in kubelet and v1.warnings and "KEP-5573" in v1.warnings[0]
+    assert "nodefs.available" in kubelet and "restrict_oom_score_adj = true" in containerd
+    v2 = build_plan(cluster, cgroup_v1=False)
+    kubelet, _ = _kubelet_and_containerd(v2, tmp_path / "b", "3cp-2w")
+    assert "failCgroupV1" not in kubelet and v2.warnings == ()
+    static = build_plan(load_file(GOLDEN / "cilium-static" / "spec.yaml"))
+    assert static.cgroup_v1 is False  # not asked of this host: the hosts are elsewhere
+    kubelet, containerd = _kubelet_and_containerd(static, tmp_path / "c", "cilium-static")
+    assert "failCgroupV1" not in kubelet and "nodefs.available" not in kubelet
+    assert "restrict_oom_score_adj" not in containerd
