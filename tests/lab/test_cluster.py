@@ -33,7 +33,7 @@ from provisioner.provision import ProvisionResult, artifacts_for, provision
 from provisioner.spec.load import load_file
 from provisioner.state import cluster_dir
 from provisioner.verify import CheckResult, to_json, verify
-from tests.fixtures.built_artifacts import LAB_SOURCE, built_local_source
+from tests.fixtures.built_artifacts import LAB_SOURCE, built_local_source, spec_with_source
 
 pytestmark = pytest.mark.lab
 
@@ -101,11 +101,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory,
         plan = build_plan(load_file(EXAMPLE))
         wanted = artifacts_for(plan, plan.phases)
         source = built_local_source(plan, wanted)
-        data = yaml.safe_load(EXAMPLE.read_text())
-        data["spec"]["artifacts"] = {"source": "local", "path": str(source)}
-        for reg in data["spec"]["registries"]["private"]:
-            for key in ("caFile", "passwordFile"):
-                reg[key] = str((EXAMPLE.parent / reg[key]).resolve())
+        data = spec_with_source(EXAMPLE, source)
         spec = base / "cluster.yaml"
         spec.write_text(yaml.safe_dump(data, sort_keys=False))
         plan = build_plan(load_file(spec))

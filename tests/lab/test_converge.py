@@ -34,7 +34,7 @@ from provisioner.provision import ProvisionResult, artifacts_for, provision
 from provisioner.spec.load import load_file
 from provisioner.spec.topology import Machine, machines
 from provisioner.state import cluster_dir
-from tests.fixtures.built_artifacts import LAB_SOURCE, built_local_source
+from tests.fixtures.built_artifacts import LAB_SOURCE, built_local_source, spec_with_source
 
 pytestmark = pytest.mark.lab
 
@@ -90,8 +90,7 @@ def _etcdctl(lab: Lab, endpoint: str, *args: str, cert: bool = True) -> str:
 
 
 def _write_spec(base: Path, artifacts: Path) -> Path:
-    data = yaml.safe_load(EXAMPLE.read_text())
-    data["spec"]["artifacts"] = {"source": "local", "path": str(artifacts)}
+    data = spec_with_source(EXAMPLE, artifacts)
     spec = base / "cluster.yaml"
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
     return spec
