@@ -2,9 +2,10 @@
 
 Scope: this module only answers "does this binary, at this minor version, accept a flag with
 this name?". It reads the packaged data files ``provisioner/versions/flags/v<minor>/
-<component>.txt`` (and ``flags/etcd/<etcd-minor>.txt``), taken from the official reference
-docs (each file's header records its source), and parses argv in the form our systemd units
-render (``--name=value`` or a bare ``--name`` for booleans). It does not check flag values,
+<component>.txt`` (and ``flags/etcd/<etcd-minor>.txt``), written by scripts/gen-flags.py
+from the built binaries' ``--help`` (each file's header records the binary's version), and
+parses argv in the form our systemd units render (``--name=value`` or a bare ``--name`` for
+booleans). It does not check flag values,
 types, or whether a flag is sensible for a given cluster.
 """
 
