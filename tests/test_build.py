@@ -133,3 +133,24 @@ def test_proxy_refusal_names_the_module_and_version() -> None:
     other = explain_failure("runc 1.5.2", ["# github.com/seccomp/libseccomp-golang",
                                            "fatal error: seccomp.h: No such file or directory"])
     assert "go build failed" in other and "seccomp.h" in other
+
+
+def test_image_layout_round_trips_and_is_reproducible(tmp_path: Path) -> None:
+    from provisioner.build.images import IMAGES, ImageFile, make_image, read_layout, write_layout
+
+    files = [ImageFile("/pause", data=b"\x7fELF pause", mode=0o755),
+             ImageFile("/etc/passwd", data=b"root:x:0:0::/:/bin/sh\n"),
+             ImageFile("/bin/sh", link="busybox")]
+    ref = "registry.k8s.io/pause:3.10.2"
+    a = make_image(IMAGES["pause"], ref, files, "2026-10-27T12:01:04Z")
+    b = make_image(IMAGES["pause"], ref, list(reversed(files)), "2026-10-27T12:01:04Z")
+    assert a.manifest_digest == b.manifest_digest
+    write_layout(a, tmp_path / "pause.oci.tar")
+    back = read_layout(tmp_path / "pause.oci.tar")
+    assert back.reference == ref and back.manifest_digest == a.manifest_digest
+    layer = next(v for k, v in back.blobs.items() if v[:2] == b"\x1f\x8b")
+    import gzip
+    import io
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer))) as tar:
+        assert tar.getnames() == ["bin", "bin/sh", "etc", "etc/passwd", "pause"]
+        assert tar.getmember("pause").mode == 0o755 and tar.getmember("bin/sh").issym()

@@ -98,6 +98,29 @@ def write_tar(members: Iterable[tuple[str, Path]], out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def tar_info(name: str, mode: int, size: int = 0,
+             kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+    """A reproducible tar header: mtime 0, owned by root."""
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.mtime = kind, mode, size, 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def new_parent_dirs(path: str, seen: set[str]) -> list[str]:
+    """The parent directories of ``path`` not in ``seen`` yet (added to it), outermost first,
+    so archives list each directory once before its contents."""
+    parts = path.split("/")[:-1]
+    out = []
+    for i in range(1, len(parts) + 1):
+        d = "/".join(parts[:i])
+        if d and d != "." and d not in seen:
+            seen.add(d)
+            out.append(d)
+    return out
+
+
 def tar_files(path: Path) -> dict[str, str]:
     """Regular files in the archive at ``path``: name without ``./`` -> name as stored."""
     with tarfile.open(path, "r:*") as tar:

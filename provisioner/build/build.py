@@ -24,13 +24,20 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from provisioner.artifacts.fetch import MANIFEST_JSON, fetch_online
-from provisioner.artifacts.files import record_path, record_text, sha256_file, write_atomic
+from provisioner.artifacts.files import (
+    new_parent_dirs,
+    record_path,
+    record_text,
+    sha256_file,
+    tar_info,
+    write_atomic,
+)
 from provisioner.artifacts.manifest import Entry, Manifest, default_manifest, needed
 from provisioner.artifacts.model import ArtifactError, FetchedArtifact, Release
 from provisioner.build.gotool import go_binary, go_env, go_version, run_go
@@ -191,22 +198,11 @@ def write_release_tar(members: list[tuple[str, Path]], out: Path) -> None:
             stream = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if gz else raw
             with tarfile.open(fileobj=stream, mode="w", format=tarfile.GNU_FORMAT) as tar:
                 dirs: set[str] = set()
-                for arcname, _ in sorted(members):
-                    parts = arcname.split("/")[:-1]
-                    for i in range(1, len(parts) + 1):
-                        d = "/".join(parts[:i])
-                        if d and d != "." and d not in dirs:
-                            dirs.add(d)
-                            info = tarfile.TarInfo(d + "/")
-                            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
-                            info.uname = info.gname = "root"
-                            tar.addfile(info)
-                    src = dict(members)[arcname]
-                    info = tarfile.TarInfo(arcname)
-                    info.size, info.mode, info.mtime = src.stat().st_size, 0o755, 0
-                    info.uname = info.gname = "root"
+                for arcname, src in sorted(members):
+                    for d in new_parent_dirs(arcname, dirs):
+                        tar.addfile(tar_info(d + "/", 0o755, kind=tarfile.DIRTYPE))
                     with src.open("rb") as f:
-                        tar.addfile(info, f)
+                        tar.addfile(tar_info(arcname, 0o755, src.stat().st_size), f)
             if gz:
                 stream.close()
         os.replace(tmp, out)
@@ -259,16 +255,12 @@ def build(
     files: dict[str, tuple[Release, list[Entry]]] = {}
     for n, rel in releases.items():
         files.setdefault(rel.layout_path, (rel, []))[1].append(man.entry(n))
-    builds: dict[tuple[str, str], Built] = {}
-    for rel, entries in files.values():
-        ref = entries[0].build
-        if ref is None:
-            continue
-        k = (ref.recipe, rel.version)
-        if k not in builds:
-            for label in _queued(files, builds):
-                report(label, "queued", "")
-            builds[k] = build_recipe(recipe(ref.recipe), rel.version, cache, report)
+    to_build = list(dict.fromkeys((e[0].build.recipe, r.version) for r, e in files.values()
+                                  if e[0].build is not None))
+    for name, version in to_build:
+        report(_label(recipe(name), version), "queued", "")
+    builds = {(name, version): build_recipe(recipe(name), version, cache, report)
+              for name, version in to_build}
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, FetchedArtifact] = {}
     for layout, (rel, entries) in sorted(files.items()):
@@ -296,14 +288,6 @@ def build(
                                              sha256=sha, kind=rel.kind, install=r.install)
     write_local_manifest(out, result, builds, man)
     return result
-
-
-def _queued(files: dict[str, tuple[Release, list[Entry]]],
-            builds: dict[tuple[str, str], Built]) -> Iterator[str]:
-    for rel, entries in files.values():
-        ref = entries[0].build
-        if ref is not None and (ref.recipe, rel.version) not in builds:
-            yield _label(recipe(ref.recipe), rel.version)
 
 
 def write_local_manifest(out: Path, result: dict[str, FetchedArtifact],

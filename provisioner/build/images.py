@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provisioner.artifacts.files import new_parent_dirs, tar_info
 from provisioner.build.gotool import go_binary, go_env
 from provisioner.build.recipes import RecipeError
 
@@ -128,15 +129,6 @@ def image_version(r: ImageRecipe, components: Mapping[str, str]) -> str:
 # --- OCI layout --------------------------------------------------------------------------------
 
 
-def _tar_info(name: str, mode: int, size: int = 0,
-              kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.size, info.mtime = kind, mode, size, 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
 def layer_tar(files: Sequence[ImageFile]) -> bytes:
     """An uncompressed, reproducible layer tar of ``files`` (parent directories included)."""
     buf = io.BytesIO()
@@ -144,19 +136,15 @@ def layer_tar(files: Sequence[ImageFile]) -> bytes:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for f in sorted(files, key=lambda x: x.path):
             rel = f.path.lstrip("/")
-            parts = rel.split("/")[:-1]
-            for i in range(1, len(parts) + 1):
-                d = "/".join(parts[:i])
-                if d not in dirs:
-                    dirs.add(d)
-                    tar.addfile(_tar_info(d, 0o755, kind=tarfile.DIRTYPE))
+            for d in new_parent_dirs(rel, dirs):
+                tar.addfile(tar_info(d, 0o755, kind=tarfile.DIRTYPE))
             if f.link is not None:
-                info = _tar_info(rel, 0o777, kind=tarfile.SYMTYPE)
+                info = tar_info(rel, 0o777, kind=tarfile.SYMTYPE)
                 info.linkname = f.link
                 tar.addfile(info)
                 continue
             data = f.data if f.data is not None else (f.source.read_bytes() if f.source else b"")
-            tar.addfile(_tar_info(rel, f.mode, len(data)), io.BytesIO(data))
+            tar.addfile(tar_info(rel, f.mode, len(data)), io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -234,9 +222,9 @@ def write_layout(image: OciImage, out: Path) -> None:
     tmp = out.with_name(f".{out.name}.part")
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         for d in ("blobs", "blobs/sha256"):
-            tar.addfile(_tar_info(d, 0o755, kind=tarfile.DIRTYPE))
+            tar.addfile(tar_info(d, 0o755, kind=tarfile.DIRTYPE))
         for name in sorted(entries):
-            tar.addfile(_tar_info(name, 0o644, len(entries[name])), io.BytesIO(entries[name]))
+            tar.addfile(tar_info(name, 0o644, len(entries[name])), io.BytesIO(entries[name]))
     os.replace(tmp, out)
 
 

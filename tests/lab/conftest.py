@@ -19,7 +19,7 @@ def lab_registry_up() -> Iterator[lab_registry.LabRegistry]:
     session only if this session started it (by its pid)."""
     plan = build_plan(load_file(lab_registry.ROOT / "inventories" / "nspawn-3cp-2w.yaml"))
     build_images(plan, LAB_SOURCE, lambda *_: None)
-    already = lab_registry._pid() is not None
+    already = lab_registry.running_pid() is not None
     reg = lab_registry.up()
     lab_registry.push_source(reg, LAB_SOURCE)
     yield reg
