@@ -16,13 +16,13 @@ install: $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 
-# The lab's `local` artifact source (.provisioner/lab-artifacts, where
-# inventories/nspawn-3cp-2w.yaml points): every binary built from upstream source through the
-# Go module proxy, haproxy and keepalived from Debian. Cached under ~/.cache/provisioner: the
-# first build takes tens of minutes on 2 cores, later ones seconds.
-LAB_SPEC ?= inventories/nspawn-3cp-2w.yaml
+# The lab's `local` artifact source (.provisioner/lab-artifacts, where the lab specs
+# inventories/nspawn-*.yaml point): every binary and image built from upstream source
+# through the Go module proxy, haproxy and keepalived from Debian. Cached under
+# ~/.cache/provisioner: the first build takes tens of minutes on 2 cores, later ones seconds.
+LAB_SPECS ?= inventories/nspawn-3cp-2w.yaml inventories/nspawn-flannel.yaml inventories/nspawn-vip.yaml
 lab-artifacts: $(PY)
-	$(VENV)/bin/provisioner artifacts build $(LAB_SPEC)
+	for spec in $(LAB_SPECS); do $(VENV)/bin/provisioner artifacts build $$spec || exit 1; done
 
 # The lab's private registry hub.test.com (Debian's distribution registry on the bridge
 # address 192.168.56.1:443, lab CA, basic auth), holding the images lab-artifacts built.

@@ -20,9 +20,12 @@ from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.cli_provision import app as provision_app
 from provisioner.cli_vagrant import app as vagrant_app
 from provisioner.cli_verify import app as verify_app
+from provisioner.cli_verify import smoke_app
 from provisioner.plan import PhaseSelectionError, Plan, build_plan, select_phases
 from provisioner.plan.show import plan_json, plan_text
 from provisioner.spec import Cluster, SpecError, load_file
+from provisioner.spec import files as spec_files
+from provisioner.spec.errors import SHOWN_ISSUES
 from provisioner.spec.example import EXAMPLE
 from provisioner.spec.models import Cluster as ClusterModel
 from provisioner.state import cluster_dir
@@ -35,10 +38,10 @@ app = typer.Typer(
 )
 
 
-def load_or_exit(path: Path) -> Cluster:
-    """Load a spec or print every problem and exit 1."""
+def load_or_exit(path: Path, require_files: bool = False) -> Cluster:
+    """Load a spec or print every problem (one screen of them) and exit 1."""
     try:
-        return load_file(path)
+        return load_file(path, require_files=require_files)
     except SpecError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -50,11 +53,25 @@ def plan_or_exit(path: Path) -> Plan:
 
 
 @app.command()
-def validate(file: SpecFile) -> None:
-    """Check a spec; exit 0 when valid, 1 with every problem listed otherwise."""
-    cluster = load_or_exit(file)
+def validate(
+    file: SpecFile,
+    require_files: Annotated[bool, typer.Option(
+        "--require-files", help="Treat local files the spec names that do not exist yet "
+        "(caFile, passwordFile, SSH keys, artifacts.path) as errors, as provisioning would "
+        "find them.")] = False,
+) -> None:
+    """Check a spec and the files it names; exit 0 when valid, 1 listing every problem.
+
+    Named files that do not exist yet are notes, not errors, unless --require-files.
+    """
+    cluster = load_or_exit(file, require_files)
+    _, missing = spec_files.check(cluster, file.resolve().parent)
+    for issue in missing[:SHOWN_ISSUES]:
+        typer.echo(f"note: {issue}", err=True)
     typer.echo(f"{file}: valid (cluster {cluster.metadata.name}, "
-               f"Kubernetes {cluster.spec.kubernetes_version})")
+               f"Kubernetes {cluster.spec.kubernetes_version})"
+               + (f"; {len(missing)} of the files it names do not exist yet (see the notes)"
+                  if missing else ""))
 
 
 @app.command()
@@ -157,6 +174,7 @@ app.add_typer(vagrant_app, name="vagrant")
 # provision and status are top-level commands defined beside the provision flow.
 app.registered_commands += provision_app.registered_commands
 app.registered_commands += verify_app.registered_commands
+app.registered_commands += smoke_app.registered_commands
 
 
 def main() -> None:

@@ -54,13 +54,21 @@ def provision_cmd(
     no_machines: Annotated[bool, typer.Option(
         "--no-machines", help="Do not bring the provider's machines up first (they are "
         "already running, or the hosts are static).")] = False,
+    replace_identity: Annotated[bool, typer.Option(
+        "--replace-identity", help="Push this state directory's CAs, service-account key "
+        "and encryption key even onto hosts that hold another cluster's (refused "
+        "otherwise).")] = False,
+    trust_on_first_use: Annotated[bool, typer.Option(
+        "--trust-on-first-use", help="For static hosts whose SSH host key no known_hosts "
+        "file holds: record it in the cluster's state and print its fingerprint (a host "
+        "presenting a key other than the recorded one is still refused).")] = False,
 ) -> None:
     """Converge the hosts: the selected phases' playbooks, in order, stopping at a failure."""
     progress = progress_for(out)
     try:
         with progress:
             result = provision(file, split_list(only), split_list(skip), state_dir, not no_machines,
-                               progress)
+                               progress, replace_identity, trust_on_first_use)
     except ProvisionError as exc:
         _fail(f"error: {exc}", exc.exit_code)
     if isinstance(progress, LiveProgress) or result.phases:

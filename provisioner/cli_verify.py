@@ -28,6 +28,9 @@ from provisioner.verify import (
     to_junit,
     verify,
 )
+from provisioner.verify.api import ApiUnavailable
+from provisioner.verify.run import build_context
+from provisioner.verify.smoke import Step, run_smoke
 
 app = typer.Typer(help="Check the health of a provisioned cluster.")
 # Piped output (logs, CI) would otherwise be cut at 80 columns.
@@ -79,3 +82,41 @@ def verify_cmd(
         out.print(table(results))
         out.print(summary_line(results), markup=False, highlight=False)
     raise typer.Exit(exit_code(results))
+
+
+# A separate app, so that `cli_verify.app` stays a single-command app (its tests call it so).
+smoke_app = typer.Typer()
+
+
+@smoke_app.command("smoke")
+def smoke_cmd(
+    file: SpecFile,
+    state_dir: Annotated[Path | None, typer.Option(
+        "--state-dir", help="State root (default $PROVISIONER_STATE_DIR or ~/.provisioner).",
+        show_default=False)] = None,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the pods to come up.")] = 120.0,
+) -> None:
+    """The seeds' example end to end: create deployment web from <registry>/nginx, expose
+    it, fetch the page by Service name from a pod on another node, then clean up; exit 1
+    if a step fails."""
+    try:
+        cluster = load_file(file)
+    except SpecError as exc:
+        _fail(str(exc), 1)
+    plan = build_plan(cluster)
+    ctx = build_context(plan, cluster_dir(plan.name, state_dir))
+
+    def show(step: Step) -> None:
+        mark = "ok" if step.ok else "FAIL"
+        out.print(f"{mark:>4}  {step.name}: {step.detail}", markup=False, highlight=False)
+
+    try:
+        passed = run_smoke(plan, ctx.api, timeout, show)
+    except ApiUnavailable as exc:
+        _fail(f"smoke: {exc}. Fix: provision the cluster first, then run smoke again.", 1)
+    finally:
+        ctx.ssh.close()
+    out.print(f"smoke: {'passed' if passed else 'FAILED'} on cluster {plan.name}",
+              markup=False, highlight=False)
+    raise typer.Exit(0 if passed else 1)

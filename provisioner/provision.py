@@ -40,6 +40,7 @@ from provisioner.providers.connections import read_connections
 from provisioner.spec import SpecError, load_file
 from provisioner.state import ENV_ROOT, cluster_dir, private_dir, state_root, write_private
 from provisioner.verify import CheckResult, summary_line, to_json, verify
+from provisioner.verify.ssh import ansible_known_hosts_args, known_hosts_files
 
 SUMMARY_FILE = "summary.json"
 # Providers that make their machines (``up`` before the phases, pinned host keys).
@@ -172,10 +173,11 @@ def phase_targets(top: Phase, selected: tuple[Phase, ...]) -> tuple[list[str], l
     return hosts, [c.name for c in children]
 
 
-def pinned_ssh_args(rendered: str, known_hosts: Path) -> str:
-    """The rendered ssh arguments with host key checking against the provider's pinned
-    ``known_hosts`` instead of switched off (ssh takes the first value of an option, and
-    Ansible puts these first, so the rendered ``StrictHostKeyChecking=no`` must go)."""
+def pinned_ssh_args(rendered: str, known_hosts: Path | tuple[Path, ...]) -> str:
+    """The rendered ssh arguments with host key checking against exactly ``known_hosts``
+    (ssh takes the first value of an option, and Ansible puts these first, so any other
+    ``UserKnownHostsFile``/``StrictHostKeyChecking`` must go)."""
+    files = known_hosts if isinstance(known_hosts, tuple) else (known_hosts,)
     words = rendered.split()
     kept: list[str] = []
     i = 0
@@ -186,8 +188,7 @@ def pinned_ssh_args(rendered: str, known_hosts: Path) -> str:
             continue
         kept.append(words[i])
         i += 1
-    return " ".join([*kept, "-o", f"UserKnownHostsFile={known_hosts}",
-                     "-o", "StrictHostKeyChecking=yes"])
+    return " ".join([*kept, ansible_known_hosts_args(files)])
 
 
 def artifacts_for(plan: Plan, selected: tuple[Phase, ...]) -> list[str]:
@@ -236,6 +237,76 @@ def _render(plan: Plan, sdir: Path, spec_dir: Path) -> Path:
     return out
 
 
+def _check_identity(plan: Plan, sdir: Path, rendered: Path) -> None:
+    """Refuse, before any phase runs, to push this state directory's CAs and keys onto hosts
+    that hold another cluster identity (``provisioner.pki.identity``). Hosts that do not
+    answer SSH here are left to the phases, which report them unreachable."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from provisioner.pki.identity import IDENTITY_PATH, differences, parse_identity
+    from provisioner.verify.ssh import ParamikoRunner, SshUnavailable, ssh_settings
+
+    first = plan.hosts[0].name
+    want = parse_identity((rendered / "hosts" / first / IDENTITY_PATH.lstrip("/")).read_text())
+    runner = ParamikoRunner(ssh_settings(plan, sdir), 10.0)
+
+    key_problems: list[SshUnavailable] = []
+
+    def read(host: Any) -> tuple[str, dict[str, str] | None]:
+        try:
+            result = runner.run(host, f"cat {IDENTITY_PATH} 2>/dev/null || true", 15.0, False)
+        except SshUnavailable as exc:
+            if exc.kind in ("hostkey-unknown", "hostkey-mismatch"):
+                key_problems.append(exc)
+            return host.name, None
+        return host.name, parse_identity(result.stdout)
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(16, len(plan.hosts))) as pool:
+            held = dict(pool.map(read, plan.hosts))
+    finally:
+        runner.close()
+    if key_problems:
+        raise ProvisionError(
+            "SSH host keys are not trusted; nothing was changed:\n" + "\n".join(
+                f"  {e.host}: {e.detail}\n    fix: {e.hint}"
+                for e in sorted(key_problems, key=lambda e: e.host)))
+    found = {h: have for h, have in held.items() if have}
+    clashes = {h: d for h, have in found.items() if (d := differences(have, want))}
+    if not clashes:
+        return
+    lines = [f"  {h}: holds another {', '.join(d)} (host {found[h][d[0]][:23]}..., this "
+             f"state directory {want[d[0]][:23]}...)" for h, d in sorted(clashes.items())]
+    raise ProvisionError(
+        f"cluster {plan.name}: {len(clashes)} host(s) already belong to a cluster made from "
+        f"another state directory; nothing was changed:\n" + "\n".join(lines) + "\n"
+        f"Fix: provision with the state directory that made this cluster (--state-dir or "
+        f"${ENV_ROOT}; this run used {sdir.parent.parent}: a sudo that changes $HOME changes "
+        "it). To replace the cluster's CAs and keys on purpose (every component and client "
+        "gets new certificates; Secrets encrypted with the old key become unreadable), run "
+        "provision again with --replace-identity.")
+
+
+def _record_host_keys(plan: Plan, sdir: Path, progress: ProgressSink) -> None:
+    """``--trust-on-first-use``: record (and print) the host keys of static hosts that no
+    trusted file knows; a known host presenting another key is refused."""
+    from provisioner.verify.ssh import SshUnavailable, trust_on_first_use
+
+    if plan.cluster.spec.provider.type in MADE_MACHINES:
+        progress.note("--trust-on-first-use: the provider pins its machines' host keys "
+                      "itself; nothing to record")
+        return
+    try:
+        recorded = trust_on_first_use(plan, sdir)
+    except SshUnavailable as exc:
+        raise ProvisionError(f"{exc.host}: {exc.detail}; fix: {exc.hint}; nothing was "
+                             "changed") from None
+    for line in recorded:
+        progress.note(f"host key {line}")
+    if not recorded:
+        progress.note("--trust-on-first-use: every host key was already trusted")
+
+
 def _machines_up(plan: Plan, progress: ProgressSink) -> None:
     from provisioner.providers.registry import provider_for
 
@@ -254,19 +325,22 @@ def provision(
     state_dir: Path | None,
     machines: bool,
     progress: ProgressSink,
+    replace_identity: bool = False,
+    trust_on_first_use: bool = False,
 ) -> ProvisionResult:
     """Converge the hosts of ``spec_file``: the selected phases, in order, stopping at the
     first failure. ``machines`` brings the provider's machines up first (nspawn, vagrant).
 
     Raises ``ProvisionError`` when the run cannot start (bad spec or selection, machines,
-    PKI, artifacts, lock); a failed phase is reported in the result, not raised.
+    PKI, artifacts, lock, or hosts that hold another cluster's identity unless
+    ``replace_identity``); a failed phase is reported in the result, not raised.
     """
     started = time.monotonic()
     if state_dir is not None:
         # Providers and the SSH helpers find the state root through the environment.
         os.environ[ENV_ROOT] = str(state_dir)
     try:
-        plan = build_plan(load_file(spec_file))
+        plan = build_plan(load_file(spec_file, require_files=True))
     except SpecError as exc:
         raise ProvisionError(str(exc)) from None
     try:
@@ -280,17 +354,21 @@ def provision(
         if machines and plan.cluster.spec.provider.type in MADE_MACHINES:
             _machines_up(plan, progress)
         rendered = _render(plan, sdir, spec_dir)
+        if trust_on_first_use:
+            _record_host_keys(plan, sdir, progress)
+        if not replace_identity:
+            _check_identity(plan, sdir, rendered)
         base_vars: dict[str, Any] = {
             "provisioner_rendered_dir": str((rendered / "hosts").resolve()),
             "provisioner_selected": [p.name for p in selected],
             **_artifact_extravars(plan, selected, spec_dir),
         }
-        known_hosts = sdir / "ssh" / "known_hosts"
         pdd = rendered / "runner"
-        if plan.cluster.spec.provider.type in MADE_MACHINES and known_hosts.exists():
-            rendered_args = rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", "")
-            # Extra vars outrank env/envvars for the ssh plugin's ``ssh_args`` option.
-            base_vars["ansible_ssh_args"] = pinned_ssh_args(rendered_args, known_hosts)
+        rendered_args = rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", "")
+        # Extra vars outrank env/envvars for the ssh plugin's ``ssh_args`` option: every
+        # provider's logins trust exactly the files verify and the identity check trust.
+        base_vars["ansible_ssh_args"] = pinned_ssh_args(
+            rendered_args, known_hosts_files(plan, sdir))
         run_id = new_run_id()
         base_vars["provisioner_run_id"] = run_id
         run_dir = private_dir(sdir / "runs" / run_id)

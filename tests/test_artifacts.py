@@ -7,13 +7,15 @@ Debian-package local source (network to Debian's archive, root) and fetches from
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import re
 import subprocess
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,6 +36,7 @@ from provisioner.artifacts import (
     write_bundle,
 )
 from provisioner.artifacts.files import parse_checksum_file
+from provisioner.artifacts.model import Release as Pinned
 from provisioner.plan import Plan, build_plan
 from provisioner.spec import parse
 from provisioner.versions import manifest as versions
@@ -184,6 +187,11 @@ def fetch_online(rel: Release, srv: Server, cache: Path) -> dict[str, FetchedArt
                  url_rewrite=srv.rewrite, timeout=5)
 
 
+def pinned(man: Manifest, name: str, shas: Mapping[str, str]) -> Manifest:
+    """``man`` with the sha256 pins of ``name`` replaced by ``shas`` ({version: sha256})."""
+    return Manifest({**man.entries, name: dataclasses.replace(man.entry(name), sha256=shas)})
+
+
 # --- online -----------------------------------------------------------------------------------
 
 
@@ -284,6 +292,9 @@ def publish_bundle(srv: Server, bundle: Path, prefix: str) -> None:
 
 def test_mirror_fetch_with_the_bundle_layout(server: Server, tmp_path: Path) -> None:
     online = make_release(server, cluster_plan())
+    # A mirror serves only pinned versions: pin kube-apiserver too (the rest already are).
+    online.manifest = pinned(online.manifest, "kube-apiserver",
+                             {online.plan.version: sha(online.apiserver)})
     fetched = fetch_online(online, server, tmp_path / "c1")
     bundle = write_bundle(fetched, tmp_path / "b.tar", online.manifest)
     publish_bundle(server, bundle, "/mirror")
@@ -291,9 +302,10 @@ def test_mirror_fetch_with_the_bundle_layout(server: Server, tmp_path: Path) -> 
 
     got = fetch(plan, tmp_path / "c2", ROOT, names=SOME, manifest=online.manifest, timeout=5)
     assert {n: f.sha256 for n, f in got.items()} == {n: f.sha256 for n, f in fetched.items()}
-    # Nothing pinned for kube-apiserver: the mirror's .sha256 beside the file is used.
-    assert any(r.endswith("/kube-apiserver.sha256") and r.startswith("/mirror/")
-               for r in server.requests)
+    # Binaries and tars are checked against the pins alone: the mirror's own .sha256 files
+    # beside them (the bundle carries them) are never read (a deb tar's .debs are pinned).
+    assert [r for r in server.requests if r.startswith("/mirror/") and r.endswith(".sha256")
+            and not r.startswith("/mirror/haproxy/")] == []
 
     # A mirror whose file differs from the pinned sha256 is refused, even with a matching
     # .sha256 beside it.
@@ -320,6 +332,56 @@ def test_mirror_deb_tar_with_a_foreign_package_is_refused(server: Server, tmp_pa
     assert not (tmp_path / "c" / "haproxy" / "2.6-1" / "haproxy_2.6-1_debs.tar").exists()
 
 
+@pytest.mark.parametrize("name", ["kube-apiserver", "etcd"])
+def test_mirror_never_trusts_its_own_checksum_file(
+    server: Server, tmp_path: Path, name: str
+) -> None:
+    """A tampered file with a matching .sha256 beside it is refused: unpinned, because the
+    mirror cannot vouch for itself; pinned, because it is not the pinned file."""
+    online = make_release(server, cluster_plan())
+    plan = mirror_plan(server)
+    rel = online.manifest.release_for(name, plan)
+    genuine = online.apiserver if name == "kube-apiserver" else online.etcd_tar
+    # Same shape as the genuine file (a tar still holds the install members).
+    tampered = b"evil" if rel.kind == "binary" else tgz({i.member: b"evil" for i in rel.install})
+    url = f"/mirror/{rel.layout_path}"
+    server.files[url] = tampered
+    server.files[url + ".sha256"] = f"{sha(tampered)}  {rel.file}\n".encode()
+    cached = tmp_path / "c" / rel.layout_path
+
+    def get(man: Manifest) -> dict[str, FetchedArtifact]:
+        return fetch(plan, tmp_path / "c", ROOT, names=[name], manifest=man, timeout=5)
+
+    unpinned = pinned(online.manifest, name, {})
+    with pytest.raises(ArtifactError) as exc:
+        get(unpinned)
+    msg = str(exc.value)
+    assert msg.startswith(f"artifact {name} {rel.version}: no sha256 is pinned")
+    assert "never trusted" in msg
+    assert not cached.exists()
+    # Not even the genuine file is taken from the mirror without a pin.
+    server.files[url] = genuine
+    server.files[url + ".sha256"] = f"{sha(genuine)}  {rel.file}\n".encode()
+    with pytest.raises(ArtifactError, match="no sha256 is pinned"):
+        get(unpinned)
+    assert not cached.exists()
+
+    with_pin = pinned(online.manifest, name, {rel.version: sha(genuine)})
+    server.files[url] = tampered
+    server.files[url + ".sha256"] = f"{sha(tampered)}  {rel.file}\n".encode()
+    with pytest.raises(ArtifactError) as exc:
+        get(with_pin)
+    msg = str(exc.value)
+    assert f"artifact {name} {rel.version}: " in msg and "sha256 mismatch" in msg
+    assert sha(genuine) in msg and sha(tampered) in msg
+    assert not cached.exists()
+
+    # The pin alone decides: the genuine file passes even beside a wrong .sha256.
+    server.files[url] = genuine
+    got = get(with_pin)
+    assert got[name].sha256 == sha(genuine) and cached.read_bytes() == genuine
+
+
 # --- local: bundle round trip, tampering, missing artifacts -----------------------------------
 
 
@@ -341,48 +403,92 @@ def test_bundle_round_trip_through_a_local_source(server: Server, tmp_path: Path
     # A relative artifacts.path resolves against the spec's directory.
     plan = local_plan(Path("out/bundle.tar"))
     before = len(server.requests)
-    got = fetch(plan, tmp_path / "cache2", tmp_path, names=SOME)
+    got = fetch(plan, tmp_path / "cache2", tmp_path, names=SOME, manifest=online.manifest)
     assert len(server.requests) == before, "a local source never touches the network"
     for name in SOME:
         assert (got[name].sha256, got[name].version, got[name].kind, got[name].install) == (
             fetched[name].sha256, fetched[name].version, fetched[name].kind,
             fetched[name].install)
-    again = fetch(plan, tmp_path / "cache2", tmp_path, names=SOME)
+    again = fetch(plan, tmp_path / "cache2", tmp_path, names=SOME, manifest=online.manifest)
     assert again["runc"].path == got["runc"].path  # extracted once, reused
     # Bundles are reproducible: the same artifacts give the same bytes.
     second = write_bundle(fetched, tmp_path / "again.tar", online.manifest)
     assert sha(second.read_bytes()) == sha(bundle.read_bytes())
 
 
-def make_local_dir(root: Path, files: dict[str, tuple[str, str, bytes]]) -> Path:
-    """A local source: ``{name: (kind, member, bytes)}`` laid out with a manifest.json."""
-    manifest: dict[str, Any] = {}
-    for name, (kind, member, data) in files.items():
-        rel = f"{name}/1.0/{name}.bin"
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-        manifest[name] = {"version": "1.0", "file": rel, "sha256": sha(data), "kind": kind,
-                          "install": [{"member": member, "dest": f"/usr/local/bin/{name}",
-                                       "mode": "0755"}]}
-    (root / "manifest.json").write_text(json.dumps(manifest))
+def fake_file(rels: list[Pinned]) -> bytes:
+    """Made-up bytes shaped like the file ``rels`` share: a tar holds their install members."""
+    first = rels[0]
+    if first.kind == "binary":
+        return f"{first.name} test bytes".encode()
+    if first.kind == "deb":
+        return tgz({d.filename: b"deb" for d in first.debs})
+    return tgz({i.member: f"{i.member} test bytes".encode() for r in rels for i in r.install})
+
+
+def make_local_dir(
+    root: Path, plan: Plan, names: Iterable[str], *, manifest: Manifest | None = None,
+    data: Mapping[str, bytes] | None = None, built: bool = False,
+    changes: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """A local source holding ``names`` as ``plan``'s release and ``manifest`` (default: the
+    packaged one) pin them: version, kind, layout and install list, with a manifest.json.
+
+    Each file is ``data[name]`` or made-up bytes of its kind (see ``fake_file``). ``built``
+    marks the non-Debian entries as `provisioner artifacts build` does (its sha256 is then
+    not the official one); ``changes`` is merged into an entry of manifest.json.
+    """
+    man = manifest if manifest is not None else default_manifest()
+    rels = [man.release_for(n, plan) for n in names]
+    shared: dict[str, list[Pinned]] = {}
+    for r in rels:
+        shared.setdefault(r.layout_path, []).append(r)
+    content: dict[str, bytes] = {}
+    for layout, group in shared.items():
+        given = [data[r.name] for r in group if data is not None and r.name in data]
+        content[layout] = given[0] if given else fake_file(group)
+        (root / layout).parent.mkdir(parents=True, exist_ok=True)
+        (root / layout).write_bytes(content[layout])
+    entries: dict[str, Any] = {}
+    for r in rels:
+        entry: dict[str, Any] = {
+            "version": r.version, "file": r.layout_path, "sha256": sha(content[r.layout_path]),
+            "kind": r.kind,
+            "install": [{"member": i.member, "dest": i.dest, "mode": i.mode} for i in r.install],
+        }
+        if built and r.kind != "deb":
+            entry["built"] = {"recipe": r.name, "key": "test", "go": "go1.0"}
+        entries[r.name] = {**entry, **(changes or {}).get(r.name, {})}
+    (root / "manifest.json").write_text(json.dumps(entries))
     return root
 
 
+def as_bundle(src: Path, out: Path) -> Path:
+    """The local source directory ``src`` as a bundle tar (manifest.json at its top)."""
+    with tarfile.open(out, "w") as tar:
+        for f in sorted(p for p in src.rglob("*") if p.is_file()):
+            tar.add(f, f.relative_to(src).as_posix())
+    return out
+
+
 def test_local_dir_with_a_tampered_file_is_refused(tmp_path: Path) -> None:
-    src = make_local_dir(tmp_path / "src", {"runc": ("binary", "", b"good runc")})
+    plan = cluster_plan()
+    rv = plan.release.component("runc")
+    src = make_local_dir(tmp_path / "src", plan, ["runc"], data={"runc": b"good runc"},
+                         built=True)
     plan = local_plan(src)
     assert fetch(plan, tmp_path / "c", tmp_path, names=["runc"])["runc"].sha256 == sha(b"good runc")
 
-    (src / "runc/1.0/runc.bin").write_bytes(b"bad runc")
+    (src / f"runc/{rv}/runc.amd64").write_bytes(b"bad runc")
     with pytest.raises(ArtifactError) as exc:
         fetch(plan, tmp_path / "c", tmp_path, names=["runc"])
     msg = str(exc.value)
-    assert "artifact runc 1.0" in msg and sha(b"good runc") in msg and sha(b"bad runc") in msg
+    assert f"artifact runc {rv}" in msg and sha(b"good runc") in msg and sha(b"bad runc") in msg
     assert "never re-downloaded" in msg
 
 
 def test_local_source_missing_an_artifact_names_it(tmp_path: Path) -> None:
-    src = make_local_dir(tmp_path / "src", {"runc": ("binary", "", b"r")})
+    src = make_local_dir(tmp_path / "src", cluster_plan(), ["runc"], built=True)
     with pytest.raises(ArtifactError) as exc:
         fetch(local_plan(src), tmp_path / "c", tmp_path, names=["runc", "kube-apiserver"])
     msg = str(exc.value)
@@ -391,14 +497,121 @@ def test_local_source_missing_an_artifact_names_it(tmp_path: Path) -> None:
 
 
 def test_local_tar_member_missing_is_refused(tmp_path: Path) -> None:
-    src = make_local_dir(tmp_path / "src", {"crictl": ("tar", "crictl", tgz({"other": b"x"}))})
-    with pytest.raises(ArtifactError, match=r"artifact crictl 1\.0: .* lacks crictl"):
+    plan = cluster_plan()
+    cv = re.escape(plan.release.component("crictl"))
+    src = make_local_dir(tmp_path / "src", plan, ["crictl"], data={"crictl": tgz({"other": b"x"})},
+                         built=True)
+    with pytest.raises(ArtifactError, match=rf"artifact crictl {cv}: .* lacks crictl"):
         fetch(local_plan(src), tmp_path / "c", tmp_path, names=["crictl"])
 
 
 def test_local_path_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="no such directory or bundle file"):
         fetch(local_plan(tmp_path / "nope.tar"), tmp_path / "c", tmp_path)
+
+
+def packaged_install(name: str, plan: Plan) -> list[dict[str, str]]:
+    rel = default_manifest().release_for(name, plan)
+    return [{"member": i.member, "dest": i.dest, "mode": i.mode} for i in rel.install]
+
+
+@pytest.mark.parametrize("as_tar", [False, True], ids=["dir", "bundle"])
+@pytest.mark.parametrize("name, change", [
+    ("runc", lambda items: [{**items[0], "dest": "/etc/sudoers.d/x"}]),
+    ("runc", lambda items: [{**items[0], "mode": "4777"}]),
+    ("runc", lambda items: [*items, {"member": "", "dest": "/etc/sudoers.d/x", "mode": "0440"}]),
+    ("etcdctl", lambda items: [{**items[0], "dest": "/etc/sudoers.d/x"}, *items[1:]]),
+    ("etcdctl", lambda items: items[:1]),  # installs less than the packaged manifest says
+], ids=["dest", "setuid-mode", "extra-dest", "tar-member-dest", "missing-item"])
+def test_local_source_cannot_choose_what_is_installed_where(
+    tmp_path: Path, as_tar: bool, name: str, change: Any
+) -> None:
+    plan = cluster_plan()
+    names = ["etcd", "etcdctl", "runc"]
+    install = change(packaged_install(name, plan))
+    src = make_local_dir(tmp_path / "src", plan, names, built=True,
+                         changes={name: {"install": install}})
+    path = as_bundle(src, tmp_path / "bundle.tar") if as_tar else src
+    with pytest.raises(ArtifactError) as exc:
+        fetch(local_plan(path), tmp_path / "c", tmp_path, names=names)
+    msg = str(exc.value)
+    assert msg.startswith(f"artifact {name} {default_manifest().pinned_version(name, plan)}: ")
+    assert "kind or install list differs from the packaged manifest" in msg
+
+    # The same source as the packaged manifest describes it is accepted, with its layout.
+    good = make_local_dir(tmp_path / "good", plan, names, built=True)
+    path = as_bundle(good, tmp_path / "good.tar") if as_tar else good
+    got = fetch(local_plan(path), tmp_path / "c", tmp_path, names=names)
+    assert [{"member": i.member, "dest": i.dest, "mode": i.mode}
+            for i in got[name].install] == packaged_install(name, plan)
+
+
+@pytest.mark.parametrize("name, kind", [("runc", "tar"), ("haproxy", "tar"), ("etcd", "deb")])
+def test_local_source_cannot_change_an_artifacts_kind(
+    tmp_path: Path, name: str, kind: str
+) -> None:
+    """Only the kind differs (same install list): refused all the same."""
+    plan = cluster_plan()
+    src = make_local_dir(tmp_path / "src", plan, [name], built=True,
+                         changes={name: {"kind": kind}})
+    with pytest.raises(ArtifactError, match="kind or install list differs"):
+        fetch(local_plan(src), tmp_path / "c", tmp_path, names=[name])
+
+
+@pytest.mark.parametrize("as_tar", [False, True], ids=["dir", "bundle"])
+def test_local_source_of_another_release_is_refused(tmp_path: Path, as_tar: bool) -> None:
+    plan = cluster_plan()
+    other = next(v for v in versions.supported_versions() if v != plan.version)
+    # A source built for another Kubernetes version, consistent in itself.
+    src = make_local_dir(tmp_path / "src", cluster_plan(f"  kubernetesVersion: '{other}'\n"),
+                         ["kube-apiserver"], built=True)
+    path = as_bundle(src, tmp_path / "bundle.tar") if as_tar else src
+    with pytest.raises(ArtifactError) as exc:
+        fetch(local_plan(path), tmp_path / "c", tmp_path, names=["kube-apiserver"])
+    msg = str(exc.value)
+    assert msg.startswith(f"artifact kube-apiserver {other}: the local source holds version "
+                          f"{other}, but this cluster's release pins {plan.version}")
+
+    # Only the version differs: the file, its sha256 and the install list are right.
+    src = make_local_dir(tmp_path / "src2", plan, ["runc"], built=True,
+                         changes={"runc": {"version": "0.0.1"}})
+    with pytest.raises(ArtifactError, match="holds version 0.0.1, but this cluster's release "
+                       f"pins {re.escape(plan.release.component('runc'))}"):
+        fetch(local_plan(src), tmp_path / "c", tmp_path, names=["runc"])
+
+
+@pytest.mark.parametrize("as_tar", [False, True], ids=["dir", "bundle"])
+def test_local_file_must_be_the_pinned_one_unless_built(tmp_path: Path, as_tar: bool) -> None:
+    plan = cluster_plan()
+    rv = plan.release.component("runc")
+    official, other = b"official runc", b"some other runc"
+    man = pinned(default_manifest(), "runc", {rv: sha(official)})
+
+    def get(name: str, data: bytes, built: bool) -> FetchedArtifact:
+        src = make_local_dir(tmp_path / name, plan, ["runc"], manifest=man,
+                             data={"runc": data}, built=built)
+        path = as_bundle(src, tmp_path / f"{name}.tar") if as_tar else src
+        return fetch(local_plan(path), tmp_path / "c", tmp_path, names=["runc"],
+                     manifest=man)["runc"]
+
+    # manifest.json agrees with the file, but the file is not the official one.
+    with pytest.raises(ArtifactError) as exc:
+        get("downloaded", other, built=False)
+    msg = str(exc.value)
+    assert msg.startswith(f"artifact runc {rv}: ")
+    assert f"sha256 {sha(other)} differs from the official sha256 pinned" in msg
+    assert sha(official) in msg
+
+    assert get("official", official, built=False).sha256 == sha(official)
+    # A built entry is not byte-identical to upstream's: its own sha256 is what counts.
+    built = get("built", other, built=True)
+    assert built.sha256 == sha(other) and built.version == rv
+    assert built.install == man.release_for("runc", plan).install
+    # ...but it is still checked against that sha256.
+    (tmp_path / "built" / f"runc/{rv}/runc.amd64").write_bytes(b"tampered")
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        fetch(local_plan(tmp_path / "built"), tmp_path / "c", tmp_path, names=["runc"],
+              manifest=man)
 
 
 def test_extravars_are_json_and_carry_the_install_layout(server: Server, tmp_path: Path) -> None:
@@ -472,12 +685,8 @@ def test_cli_fetch_and_bundle_from_a_local_source(
     from provisioner.cli_artifacts import app
 
     plan = cluster_plan()
-    files: dict[str, tuple[str, str, bytes]] = {}
-    for name in needed(plan):
-        kind = "deb" if name == "haproxy" else "binary"
-        data = tgz({"x.deb": b"deb"}) if kind == "deb" else f"{name} test bytes".encode()
-        files[name] = (kind, "", data)
-    src = make_local_dir(tmp_path / "src", files)
+    # What `provisioner artifacts build` writes: every binary built, the Debian packages.
+    src = make_local_dir(tmp_path / "src", plan, needed(plan), built=True)
     spec = tmp_path / "cluster.yaml"
     spec.write_text("apiVersion: provisioner.dev/v1alpha1\nkind: Cluster\n"
                     "metadata: {name: art}\nspec:\n  provider: {type: nspawn}\n"
@@ -486,7 +695,7 @@ def test_cli_fetch_and_bundle_from_a_local_source(
     runner = CliRunner()
     res = runner.invoke(app, ["fetch", str(spec)])
     assert res.exit_code == 0, res.output
-    assert "kube-apiserver" in res.output and "pinned" in res.output
+    assert "kube-apiserver" in res.output and plan.version in res.output
     assert f"{len(needed(plan))} artifacts verified (local source)" in res.output
 
     out = tmp_path / "bundle.tar"
@@ -495,9 +704,9 @@ def test_cli_fetch_and_bundle_from_a_local_source(
     with tarfile.open(out) as tar:
         assert "manifest.json" in tar.getnames()
 
-    (src / "kubelet/1.0/kubelet.bin").write_bytes(b"changed")
+    (src / f"kubelet/{plan.version}/kubelet").write_bytes(b"changed")
     res = runner.invoke(app, ["fetch", str(spec)])
-    assert res.exit_code == 1 and "artifact kubelet 1.0" in res.output
+    assert res.exit_code == 1 and f"artifact kubelet {plan.version}" in res.output
 
 
 # --- lab: the built local source ------------------------------------------------------------
@@ -535,3 +744,21 @@ def test_built_local_source_holds_the_real_programs(tmp_path: Path) -> None:
                                                       "--version")
     ldd = subprocess.run(["ldd", str(got["runc"].path)], capture_output=True, text=True)
     assert "not a dynamic executable" in ldd.stdout + ldd.stderr or "statically" in ldd.stdout
+
+
+def test_a_built_source_bundled_stays_a_built_source(tmp_path: Path) -> None:
+    """`artifacts build` then `artifacts bundle`: the bundle keeps the build record, so the
+    air-gapped copy is accepted as the build was (not held to the official pin)."""
+    plan = cluster_plan()
+    rv = plan.release.component("runc")
+    man = pinned(default_manifest(), "runc", {rv: sha(b"official runc")})
+    src = make_local_dir(tmp_path / "built", plan, ["runc"], manifest=man,
+                         data={"runc": b"built runc"}, built=True)
+    got = fetch(local_plan(src), tmp_path / "c", tmp_path, names=["runc"], manifest=man)
+    assert got["runc"].built, "the build record is read from manifest.json"
+    bundle = write_bundle(got, tmp_path / "out" / "b.tar", man)
+    with tarfile.open(bundle) as tar:
+        entry = json.loads(tar.extractfile("manifest.json").read())["runc"]  # type: ignore[union-attr]
+    assert entry["built"] == dict(got["runc"].built)
+    again = fetch(local_plan(bundle), tmp_path / "c2", tmp_path, names=["runc"], manifest=man)
+    assert again["runc"].sha256 == sha(b"built runc")

@@ -265,15 +265,18 @@ def test_rollouts_list_workloads_in_file_order(tmp_path: Path) -> None:
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: ds, namespace: kube-system}\n"
     )
     (tmp_path / "a.yaml").write_text(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"
+        "spec: {selector: {matchLabels: {tier: web, app: web}}}\n---\n"
     )
     entries = [
-        {"path": "/etc/kubernetes/addons/b.yaml", "src": "b.yaml"},
-        {"path": "/etc/kubernetes/addons/a.yaml", "src": "a.yaml"},
+        {"path": "/etc/kubernetes/addons/20-b.yaml", "src": "b.yaml"},
+        {"path": "/etc/kubernetes/addons/10-a.yaml", "src": "a.yaml"},
     ]
     assert _filters().provisioner_rollouts(entries, str(tmp_path)) == [
-        {"file": "a.yaml", "kind": "deployment", "namespace": "default", "name": "web"},
-        {"file": "b.yaml", "kind": "daemonset", "namespace": "kube-system", "name": "ds"},
+        {"file": "10-a.yaml", "addon": "a", "kind": "deployment", "namespace": "default",
+         "name": "web", "selector": "app=web,tier=web"},
+        {"file": "20-b.yaml", "addon": "b", "kind": "daemonset", "namespace": "kube-system",
+         "name": "ds", "selector": ""},
     ]
 
 

@@ -190,8 +190,8 @@ def test_cgroup_v1_settings_only_where_the_nodes_run_v1(tmp_path: Path) -> None:
     v2 = build_plan(cluster, cgroup_v1=False)
     kubelet, _ = _kubelet_and_containerd(v2, tmp_path / "b", "3cp-2w")
     assert "failCgroupV1" not in kubelet and v2.warnings == ()
-    static = build_plan(load_file(GOLDEN / "cilium-static" / "spec.yaml"))
+    static = build_plan(load_file(GOLDEN / "flannel-static" / "spec.yaml"))
     assert static.cgroup_v1 is False  # not asked of this host: the hosts are elsewhere
-    kubelet, containerd = _kubelet_and_containerd(static, tmp_path / "c", "cilium-static")
+    kubelet, containerd = _kubelet_and_containerd(static, tmp_path / "c", "flannel-static")
     assert "failCgroupV1" not in kubelet and "nodefs.available" not in kubelet
     assert "restrict_oom_score_adj" not in containerd

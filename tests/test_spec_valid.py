@@ -143,7 +143,7 @@ def test_static_every_group_named() -> None:
 
 def test_each_cni_is_covered() -> None:
     cnis = {load_file(p).spec.network.cni for p in FILES}
-    assert cnis == {"bridge", "flannel", "calico", "cilium"}
+    assert cnis == {"bridge", "flannel"}
 
 
 def test_explicit_version_is_kept() -> None:

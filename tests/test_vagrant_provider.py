@@ -183,6 +183,6 @@ def test_connections_round_trip_and_drive_every_login(tmp_path: Path) -> None:
     (tmp_path / "ssh" / "known_hosts").write_text("")
     settings = ssh_settings(plan, tmp_path)
     assert settings["vt-w1"].address == "127.0.0.1" and settings["vt-w1"].port == 2200
-    assert settings["vt-w1"].known_hosts == tmp_path / "ssh" / "known_hosts"
+    assert settings["vt-w1"].known_hosts == (tmp_path / "ssh" / "known_hosts",)
     assert settings["vt-cp2"].address is None
     assert IPv4Address("192.168.56.21") == plan.hosts[1].machine.address

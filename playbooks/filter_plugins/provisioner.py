@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from typing import Any
 
 
@@ -117,7 +118,9 @@ ROLLOUT_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
 
 def provisioner_rollouts(entries: list[dict[str, Any]], src_root: str) -> list[dict[str, str]]:
     """Workloads (Deployment, DaemonSet, StatefulSet) of the rendered manifests ``entries``,
-    as {file, kind, namespace, name}, in file order: what ``kubectl rollout status`` waits for.
+    as {file, addon, kind, namespace, name, selector}, in file order: what ``kubectl rollout
+    status`` waits for; ``addon`` is the file name without its order prefix and suffix, and
+    ``selector`` the workload's matchLabels (to find its pods when it does not roll out).
 
     Read from the controller's rendered tree, so the host needs no YAML parser.
     """
@@ -130,8 +133,12 @@ def provisioner_rollouts(entries: list[dict[str, Any]], src_root: str) -> list[d
         for doc in docs:
             if isinstance(doc, dict) and doc.get("kind") in ROLLOUT_KINDS:
                 meta = doc.get("metadata") or {}
+                labels = ((doc.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+                file = os.path.basename(str(entry["path"]))
                 found.append({
-                    "file": os.path.basename(str(entry["path"])),
+                    "file": file,
+                    "addon": re.sub(r"^\d+-|\.ya?ml$", "", file),
+                    "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
                     "kind": str(doc["kind"]).lower(),
                     "namespace": str(meta.get("namespace", "default")),
                     "name": str(meta["name"]),

@@ -38,6 +38,7 @@ def local_manifest(
             "sha256": fa.sha256,
             "kind": fa.kind,
             "install": [{"member": i.member, "dest": i.dest, "mode": i.mode} for i in fa.install],
+            **({"built": dict(fa.built)} if fa.built else {}),
         }
         for name, fa in sorted(fetched.items())
     }

@@ -23,10 +23,12 @@ from typing import Any, cast
 
 from provisioner.artifacts.files import (
     CHUNK,
+    UnsafeArchiveError,
     parse_checksum_file,
     record_path,
     record_text,
     resolve_members,
+    safe_extract,
     sha256_file,
     sha256_stream,
     tar_files,
@@ -84,13 +86,14 @@ def fetch(
     wanted = needed(plan) if names is None else tuple(dict.fromkeys(names))
     spec = plan.cluster.spec.artifacts
     cache_root = Path(cache_root)
+    man = manifest if manifest is not None else default_manifest()
+    releases = [man.release_for(n, plan) for n in wanted]
     if spec.source == "local":
         if spec.path is None:
             raise ArtifactError("artifacts.source local needs artifacts.path")
         path = spec.path if spec.path.is_absolute() else spec_dir / spec.path
-        return fetch_local(local_root(path, cache_root), wanted)
-    man = manifest if manifest is not None else default_manifest()
-    releases = [man.release_for(n, plan) for n in wanted]
+        return fetch_local(local_root(path, cache_root), wanted,
+                           {r.name: r for r in releases})
     if spec.source == "mirror":
         if spec.mirror_url is None:
             raise ArtifactError("artifacts.source mirror needs artifacts.mirrorURL")
@@ -140,6 +143,10 @@ def _what(rel: Release) -> str:
 
 def _ensure(rel: Release, path: Path, http: _Http, mirror: str | None) -> str:
     """The sha256 of a verified ``path``, downloading it first unless the cache holds it."""
+    if mirror is not None and rel.sha256 is None and rel.kind != "deb":
+        # Refused before the cache is consulted: the cache is shared, and a copy fetched
+        # once on a mirror's own checksum must not count as verified.
+        raise ArtifactError(_unpinned_mirror(rel))
     hit = _cache_hit(path, rel.sha256)
     # A deb tar has no pinned hash of its own: it is current only if it holds exactly the
     # packages the manifest lists now (the dependency list can change within one version).
@@ -194,24 +201,31 @@ def _expected_online(rel: Release, http: _Http) -> str:
     return sha
 
 
+def _unpinned_mirror(rel: Release) -> str:
+    # A mirror cannot vouch for its own files: a `.sha256` beside a tampered binary would
+    # match it. Only the packaged manifest's pins count.
+    return (f"{_what(rel)}: no sha256 is pinned for this version in the packaged manifest "
+            "(provisioner/versions/artifacts.yaml), and a mirror's own checksum files are "
+            "never trusted. Fix: pin the official sha256 there, or use `artifacts.source: "
+            "local` with a source made by `provisioner artifacts build` (built from pinned "
+            "source) or `provisioner artifacts bundle` (downloaded from upstream and verified)")
+
+
 def _fetch_from_mirror(rel: Release, url: str, path: Path, http: _Http) -> str:
     published: str | None = None
-    if rel.sha256 is None or rel.kind == "deb":
-        # The optional `<file>.sha256` beside the file is only needed when nothing is pinned.
+    if rel.kind == "deb":
+        # The tar's own hash is only a transfer check: every .deb inside is verified
+        # against the packaged manifest's pins.
         beside = _get_text(http.rewrite(url + ".sha256"), _what(rel), http, missing_ok=True)
         published = parse_checksum_file(beside, rel.file) if beside is not None else None
-    expected = rel.sha256 or published
+    expected = rel.sha256
     if rel.kind == "deb":
         # Debian publishes hashes of the .debs, not of our tar: verify each package inside.
         sha = _download(http.rewrite(url), path, published, _what(rel), http,
                         check=lambda tmp: _check_debs(rel, tmp, url))
         return sha
     if expected is None:
-        raise ArtifactError(
-            f"{_what(rel)}: no sha256 is recorded for this version and the mirror has no "
-            f"{url}.sha256 beside the file. Fix: put a sha256 file there (bundles carry one), "
-            "or record it in provisioner/versions/artifacts.yaml"
-        )
+        raise ArtifactError(_unpinned_mirror(rel))
     return _download(http.rewrite(url), path, expected, _what(rel), http)
 
 
@@ -393,8 +407,7 @@ def local_root(path: Path, cache_root: Path) -> Path:
     try:
         tmp.mkdir(parents=True)
         with tarfile.open(path, "r:*") as tar:
-            # The "data" filter refuses absolute paths, .. and device files in the bundle.
-            tar.extractall(tmp, filter="data")
+            safe_extract(tar, tmp)
         if not (tmp / MANIFEST_JSON).is_file():
             raise ArtifactError(
                 f"artifacts.path {path}: the bundle has no {MANIFEST_JSON} at its top. Fix: make "
@@ -403,6 +416,8 @@ def local_root(path: Path, cache_root: Path) -> Path:
         (tmp / ".complete").write_text("")
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
+    except UnsafeArchiveError as exc:
+        raise ArtifactError(f"artifacts.path {path}: refusing the bundle: {exc}") from None
     except (tarfile.TarError, OSError) as exc:
         raise ArtifactError(f"artifacts.path {path}: not a readable bundle tar: {exc}") from None
     finally:
@@ -427,8 +442,12 @@ def read_local_manifest(root: Path) -> dict[str, dict[str, Any]]:
     return cast(dict[str, dict[str, Any]], data)
 
 
-def fetch_local(root: Path, names: Collection[str]) -> dict[str, FetchedArtifact]:
-    """Verify ``names`` in the local source at ``root`` against its manifest.json."""
+def fetch_local(root: Path, names: Collection[str],
+                releases: Mapping[str, Release] | None = None) -> dict[str, FetchedArtifact]:
+    """Verify ``names`` in the local source at ``root``: each file against the sha256 its
+    manifest.json records and, with ``releases`` (the packaged manifest's), its version,
+    kind and install list against the packaged ones and its sha256 against a pinned one.
+    A source never decides what is installed where."""
     manifest = read_local_manifest(root)
     missing = [n for n in names if n not in manifest]
     if missing:
@@ -441,12 +460,33 @@ def fetch_local(root: Path, names: Collection[str]) -> dict[str, FetchedArtifact
     out: dict[str, FetchedArtifact] = {}
     hashed: dict[Path, str] = {}
     for name in names:
-        out[name] = _local_one(root, name, manifest[name], hashed)
+        out[name] = _local_one(root, name, manifest[name], hashed,
+                               None if releases is None else releases.get(name))
     return out
 
 
+def _check_against_release(what: str, entry_version: str, kind: str,
+                           items: tuple[InstallItem, ...], rel: Release) -> None:
+    """Refuse a local entry that disagrees with the packaged manifest."""
+    if entry_version != rel.version:
+        raise ArtifactError(
+            f"{what}: the local source holds version {entry_version}, but this cluster's "
+            f"release pins {rel.version}. Fix: rebuild the source for the spec "
+            "(`provisioner artifacts build FILE`)")
+    def rows(xs: tuple[InstallItem, ...]) -> set[tuple[str, str, str]]:
+        return {(i.member.removeprefix("./"), i.dest, i.mode) for i in xs}
+
+    if kind != rel.kind or rows(items) != rows(rel.install):
+        raise ArtifactError(
+            f"{what}: the local source's kind or install list differs from the packaged "
+            "manifest's (provisioner/versions/artifacts.yaml), which alone decides what is "
+            "installed where; refusing it. Fix: rebuild the source with `provisioner "
+            "artifacts build` or `provisioner artifacts bundle`")
+
+
 def _local_one(
-    root: Path, name: str, entry: Mapping[str, Any], hashed: dict[Path, str]
+    root: Path, name: str, entry: Mapping[str, Any], hashed: dict[Path, str],
+    release: Release | None = None,
 ) -> FetchedArtifact:
     version = str(entry.get("version", ""))
     what = f"artifact {name} {version}".rstrip()
@@ -483,6 +523,19 @@ def _local_one(
             "The file was changed or corrupted and is refused (a local source is never "
             "re-downloaded). Fix: restore the file or rebuild the bundle"
         )
+    if release is not None:
+        _check_against_release(what, version, kind, items, release)
+        # A downloaded file must be the official one; a built one is checked against its
+        # build's manifest (the entry's "built" record), as upstream's builds are not all
+        # byte-reproducible.
+        if release.sha256 is not None and "built" not in entry and got != release.sha256:
+            raise ArtifactError(
+                f"{what}: {path}: sha256 {got} differs from the official sha256 pinned in "
+                f"the packaged manifest ({release.sha256}); refusing it")
+        items = release.install
     install = _install_for(name, version, kind, path, got, items, cache=False)
+    built = entry.get("built")
+    record = tuple(sorted((str(k), str(v)) for k, v in built.items())) \
+        if isinstance(built, dict) else ()
     return FetchedArtifact(name=name, version=version, path=path, sha256=got, kind=kind,
-                           install=install)
+                           install=install, built=record)

@@ -141,3 +141,40 @@ def resolve_members(
         else:
             out.append(InstallItem(actual, i.dest, i.mode))
     return tuple(out), missing
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive member would land outside the destination or is not a plain file."""
+
+
+def safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract the regular files and directories of ``tar`` under ``dest``, refusing
+    absolute paths, ``..``, links, devices and FIFOs; modes lose setuid, setgid and
+    sticky bits and group/other write. Done by hand rather than with
+    ``extractall(filter="data")``, which Debian 12's own Python (3.11.2) lacks."""
+    root = dest.resolve()
+    for m in tar.getmembers():
+        name = m.name.removeprefix("./")
+        parts = Path(name).parts
+        if not name or name == ".":
+            continue
+        if Path(name).is_absolute() or ".." in parts:
+            raise UnsafeArchiveError(f"member {m.name!r} leaves the destination")
+        if not (m.isfile() or m.isdir()):
+            raise UnsafeArchiveError(f"member {m.name!r} is not a regular file or directory")
+        target = root.joinpath(*parts)
+        if not str(target.resolve()).startswith(str(root) + os.sep):
+            raise UnsafeArchiveError(f"member {m.name!r} leaves the destination")
+        mode = m.mode & 0o755
+        if m.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        src = tar.extractfile(m)
+        if src is None:
+            raise UnsafeArchiveError(f"member {m.name!r} has no data")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+        os.chmod(target, mode or 0o644)

@@ -37,6 +37,9 @@ class FetchedArtifact:
     sha256: str
     kind: Kind
     install: tuple[InstallItem, ...]
+    built: tuple[tuple[str, str], ...] = ()
+    """The build record of a built artifact (recipe, key, go) as sorted pairs; kept when
+    a built source is bundled, so the bundle is checked as the build was."""
 
 
 @dataclass(frozen=True)

@@ -327,6 +327,8 @@ def needed_images(plan: Plan) -> list[str]:
     names = ["pause", "coredns"]
     if plan.cluster.spec.addons.metrics_server.enabled:
         names.append("metrics-server")
+    if plan.cluster.spec.network.cni == "flannel":
+        names.append("flannel")
     return [*names, "nginx", "busybox"]
 
 

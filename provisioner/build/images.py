@@ -64,6 +64,9 @@ class ImageRecipe:
     """Go build recipe (same version) whose program becomes /<program>."""
     debs: tuple[str, ...] = ()
     """Debian packages (``name=version``) unpacked into the root filesystem."""
+    links: tuple[tuple[str, str], ...] = ()
+    """Symlinks ``(path, target)`` the packages' maintainer scripts would make (busybox's
+    applets, Debian's iptables alternatives)."""
     source: str = ""
 
     def tag(self, version: str) -> str:
@@ -81,6 +84,18 @@ class ImageRecipe:
 
 NGINX_DEBIAN = "1.22.1-9+deb12u11"
 BUSYBOX_DEBIAN = "1:1.35.0-4+deb12u1+b1"
+IPTABLES_DEBIAN = "1.8.9-2"
+BUSYBOX_APPLETS = ("sh", "cat", "cp", "echo", "env", "grep", "head", "hostname", "ip", "ls",
+                   "mkdir", "nc", "nslookup", "ping", "rm", "sed", "sleep", "tail", "test",
+                   "timeout", "true", "wget")
+BUSYBOX_LINKS = tuple((f"/bin/{a}", "busybox") for a in BUSYBOX_APPLETS)
+# Debian 12's iptables userland with the nft backend, the default alternative on Debian 12
+# nodes, so that flanneld's rules and kube-proxy's are in the same tables.
+IPTABLES_DEBS = (f"iptables={IPTABLES_DEBIAN}", f"libip4tc2={IPTABLES_DEBIAN}",
+                 f"libip6tc2={IPTABLES_DEBIAN}", f"libxtables12={IPTABLES_DEBIAN}",
+                 "libnftnl11", "libmnl0", "libnetfilter-conntrack3", "libnfnetlink0", "libc6")
+IPTABLES_LINKS = tuple((f"/usr/sbin/{t}{op}", "xtables-nft-multi")
+                       for t in ("iptables", "ip6tables") for op in ("", "-save", "-restore"))
 
 IMAGES: Mapping[str, ImageRecipe] = {r.name: r for r in (
     ImageRecipe(
@@ -110,7 +125,16 @@ IMAGES: Mapping[str, ImageRecipe] = {r.name: r for r in (
     ImageRecipe(
         name="busybox", repository="docker.io/library/busybox", version_from="debian",
         tag_prefix="", entrypoint=("/bin/sh",), debs=(f"busybox-static={BUSYBOX_DEBIAN}",),
+        links=BUSYBOX_LINKS,
         source="Debian 12's busybox-static: the small client the checks run in pods",
+    ),
+    ImageRecipe(
+        name="flannel", repository="ghcr.io/flannel-io/flannel", version_from="flannel",
+        entrypoint=("/opt/bin/flanneld",), go_recipe="flannel",
+        debs=(*IPTABLES_DEBS, f"busybox-static={BUSYBOX_DEBIAN}"),
+        links=(*IPTABLES_LINKS, *BUSYBOX_LINKS),
+        source="flannel images/Dockerfile: flanneld in /opt/bin with the iptables userland "
+               "(here Debian 12's, nft backend) and a shell with cp for the CNI config",
     ),
 )}
 
@@ -267,8 +291,6 @@ http {
     }
 }
 """
-BUSYBOX_APPLETS = ("sh", "cat", "echo", "env", "hostname", "ip", "ls", "nc", "nslookup", "ping",
-                   "sleep", "test", "true", "wget")
 
 
 def _ca_bundle() -> list[ImageFile]:
@@ -364,8 +386,8 @@ def image_files(r: ImageRecipe, program: Path | None, work: Path,
                             data=b"<h1>provisioner: nginx from Debian 12</h1>\n"),
                   ImageFile("/var/lib/nginx/.keep", data=b""),
                   ImageFile("/run/.keep", data=b""), ImageFile("/tmp/.keep", data=b"")]
-    if r.name == "busybox":
-        files += [ImageFile(f"/bin/{a}", link="busybox") for a in BUSYBOX_APPLETS]
-        files += [ImageFile("/tmp/.keep", data=b"")]
+    files += [ImageFile(path, link=target) for path, target in r.links]
+    if r.name in ("busybox", "flannel"):
+        files += [ImageFile("/tmp/.keep", data=b""), ImageFile("/run/.keep", data=b"")]
     # One entry per path: the later one (the image's own config) wins.
     return list({f.path: f for f in files}.values())

@@ -2,7 +2,7 @@
 
 from provisioner.components.addons import Addons
 from provisioner.components.base import Component, File, Material
-from provisioner.components.cni import CNIBridge, CNIPlugins
+from provisioner.components.cni import CNIBridge, CNIFlannelPlugin, CNIPlugins
 from provisioner.components.control_plane import (
     AdminKubeconfig,
     APIServer,
@@ -28,6 +28,7 @@ ALL: tuple[Component, ...] = (
     Kubelet(),
     KubeProxy(),
     CNIPlugins(),
+    CNIFlannelPlugin(),
     CNIBridge(),
     Addons(),
 )

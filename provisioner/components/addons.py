@@ -27,12 +27,6 @@ def images(plan: Plan) -> dict[str, str]:
         "dashboard_metrics_scraper": "docker.io/kubernetesui/metrics-scraper:v1.0.8",
         "fluent_bit": f"cr.fluentbit.io/fluent/fluent-bit:{v('fluent_bit')}",
         "flannel": f"ghcr.io/flannel-io/flannel:v{v('flannel')}",
-        "flannel_cni_plugin": "ghcr.io/flannel-io/flannel-cni-plugin:v1.5.1-flannel2",
-        "calico_node": f"quay.io/calico/node:v{v('calico')}",
-        "calico_cni": f"quay.io/calico/cni:v{v('calico')}",
-        "calico_kube_controllers": f"quay.io/calico/kube-controllers:v{v('calico')}",
-        "cilium": f"quay.io/cilium/cilium:v{v('cilium')}",
-        "cilium_operator": f"quay.io/cilium/operator-generic:v{v('cilium')}",
     }
 
 

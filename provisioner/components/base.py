@@ -91,3 +91,23 @@ def flags_text(flags: list[tuple[str, str | None]]) -> str:
     """Render ``--flag=value`` arguments, one per continued line, for a systemd ExecStart."""
     parts = [f"--{k}" if v is None else f"--{k}={v}" for k, v in flags]
     return " \\\n  ".join(parts)
+
+
+# TLS for every server the cluster runs (CIS Kubernetes Benchmark 1.2.x, 4.2.x, 2.x): TLS 1.2
+# at least, and for TLS 1.2 only these ECDHE AEAD suites (TLS 1.3's are fixed by Go).
+TLS_MIN_VERSION = "VersionTLS12"
+TLS_CIPHER_SUITES = (
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+)
+
+
+def tls_flags() -> list[tuple[str, str | None]]:
+    """``--tls-min-version`` and ``--tls-cipher-suites`` of the Kubernetes servers."""
+    return [("tls-min-version", TLS_MIN_VERSION),
+            ("tls-cipher-suites", ",".join(TLS_CIPHER_SUITES))]
+

@@ -1,6 +1,7 @@
 """Pod networking on the host side: CNI plugin binaries everywhere, and for the ``bridge`` CNI
 the per-node conflist and routes to every other node's pod subnet (no overlay, no image).
-flannel, calico and cilium write their own host config from their DaemonSets (addons phase)."""
+flannel writes its own host config from its DaemonSet (addons phase); its CNI plugin binary
+is installed here."""
 
 from __future__ import annotations
 
@@ -100,4 +101,21 @@ class CNIPlugins(Component):
 
     def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
         """Nothing rendered: binaries come from the artifacts."""
+        return []
+
+
+class CNIFlannelPlugin(Component):
+    """The flannel CNI plugin in /opt/cni/bin: the conflist flannel's DaemonSet writes calls it,
+    and it delegates to the bridge and host-local plugins with the node's flannel subnet."""
+
+    name: ClassVar[str] = "cni-flannel-plugin"
+    phase: ClassVar[str] = "runtime"
+    artifacts: ClassVar[tuple[str, ...]] = ("cni-plugin-flannel",)
+
+    def runs_on(self, cluster: Cluster, machine: Machine) -> bool:
+        """Nodes, when the cluster uses flannel."""
+        return machine.is_node and cluster.spec.network.cni == "flannel"
+
+    def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
+        """Nothing rendered: the binary comes from the artifacts."""
         return []

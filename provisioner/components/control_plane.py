@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from provisioner.components import etcd
-from provisioner.components.base import Component, File, Material, pem_pair
+from provisioner.components.base import Component, File, Material, pem_pair, tls_flags
 from provisioner.components.systemd import unit_file
 from provisioner.pki.kubeconfig import kubeconfig
 from provisioner.render.engine import render_template
@@ -89,6 +89,7 @@ class APIServer(Component):
             ("requestheader-group-headers", "X-Remote-Group"),
             ("requestheader-username-headers", "X-Remote-User"),
             ("profiling", "false"),
+            *tls_flags(),
         ]
         if api.encryption_at_rest:
             out.append(("encryption-provider-config", f"{K8S}/encryption-config.yaml"))
@@ -150,8 +151,7 @@ class ControllerManager(Component):
         """kube-controller-manager flags."""
         nw = plan.cluster.spec.network
         conf = f"{K8S}/controller-manager.conf"
-        # Only flannel reads node.spec.podCIDR; the bridge CNI gets its subnets from the plan,
-        # calico and cilium run their own IPAM.
+        # Only flannel reads node.spec.podCIDR; the bridge CNI gets its subnets from the plan.
         allocate = nw.cni == "flannel"
         out: list[tuple[str, str | None]] = [
             ("kubeconfig", conf),
@@ -172,6 +172,7 @@ class ControllerManager(Component):
             ("cluster-cidr", str(nw.pod_cidr)),
             ("allocate-node-cidrs", "true" if allocate else "false"),
             ("profiling", "false"),
+            *tls_flags(),
         ]
         if allocate:
             out.append(("node-cidr-mask-size", str(nw.node_cidr_mask_size)))
@@ -217,6 +218,7 @@ class Scheduler(Component):
             ("bind-address", "127.0.0.1"),
             ("leader-elect", "true"),
             ("profiling", "false"),
+            *tls_flags(),
         ]
 
     def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:

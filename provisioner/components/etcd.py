@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from provisioner.components.base import Component, File, Material, pem_pair
+from provisioner.components.base import TLS_CIPHER_SUITES, Component, File, Material, pem_pair
 from provisioner.components.systemd import unit_file
 
 if TYPE_CHECKING:
@@ -47,6 +47,9 @@ def etcd_flags(plan: Plan, host: HostPlan) -> list[tuple[str, str | None]]:
         ("peer-trusted-ca-file", f"{PKI}/ca.crt"),
         ("peer-cert-file", f"{PKI}/peer.crt"),
         ("peer-key-file", f"{PKI}/peer.key"),
+        # TLS 1.2 at least, with the same suites as the Kubernetes servers (CIS 2.x).
+        ("tls-min-version", "TLS1.2"),
+        ("cipher-suites", ",".join(TLS_CIPHER_SUITES)),
         # kubeadm's values: keep history bounded so the backend does not grow without end.
         ("snapshot-count", "10000"),
         ("auto-compaction-retention", "8"),

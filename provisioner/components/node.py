@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from provisioner.components.base import Component, File, Material, pem_pair
+from provisioner.components.base import (
+    TLS_CIPHER_SUITES,
+    TLS_MIN_VERSION,
+    Component,
+    File,
+    Material,
+    pem_pair,
+)
 from provisioner.components.control_plane import DOCS, PKI, component_kubeconfig
 from provisioner.components.runtime import SOCKET
 from provisioner.render.engine import render_template
@@ -64,6 +71,8 @@ class Kubelet(Component):
             "fail_cgroup_v1": not plan.cgroup_v1,
             "in_container": spec.provider.type == "nspawn",
             "healthz_port": KUBELET_HEALTHZ_PORT,
+            "tls_min_version": TLS_MIN_VERSION,
+            "tls_cipher_suites": TLS_CIPHER_SUITES,
         }
         stem = f"{KUBELET_DIR}/pki/kubelet-client"
         return [

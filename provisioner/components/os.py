@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from provisioner.components.base import Component, File, Material
+from provisioner.pki.identity import IDENTITY_PATH, fingerprints, identity_text
 from provisioner.render.engine import render_template
 
 if TYPE_CHECKING:
@@ -35,7 +36,10 @@ class OSPrep(Component):
             modules.extend(_IPVS_MODULES)
         ctx = {"cluster_name": plan.name, "modules": modules, "is_node": host.machine.is_node,
                "nonlocal_bind": plan.cluster.spec.load_balancer.mode == "vip"}
+        identity = identity_text(plan.name, fingerprints(plan, material))
         return [
+            # Read back by provision before it changes anything (provisioner.pki.identity).
+            File(IDENTITY_PATH, identity.encode()),
             File("/etc/modules-load.d/provisioner.conf",
                  render_template("os/modules.conf.j2", ctx).encode()),
             File("/etc/sysctl.d/90-provisioner.conf",

@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args
 
 from provisioner.render.engine import render_template
 
-Cni = Literal["bridge", "flannel", "calico", "cilium"]
+Cni = Literal["bridge", "flannel"]
 CNIS: tuple[str, ...] = get_args(Cni)
 
 # Put on every top-level object so a later `kubectl apply --prune -l ...` (or a plain
@@ -38,12 +38,6 @@ IMAGE_KEYS: tuple[str, ...] = (
     "dashboard_metrics_scraper",
     "fluent_bit",
     "flannel",
-    "flannel_cni_plugin",
-    "calico_node",
-    "calico_cni",
-    "calico_kube_controllers",
-    "cilium",
-    "cilium_operator",
 )
 
 
@@ -108,22 +102,8 @@ ADDONS: tuple[Addon, ...] = (
         name="flannel",
         filename="10-cni-flannel.yaml",
         template="addons/cni-flannel.yaml.j2",
-        images=("flannel", "flannel_cni_plugin"),
+        images=("flannel",),
         enabled=_cni_is("flannel"),
-    ),
-    Addon(
-        name="calico",
-        filename="10-cni-calico.yaml",
-        template="addons/cni-calico.yaml.j2",
-        images=("calico_cni", "calico_node", "calico_kube_controllers"),
-        enabled=_cni_is("calico"),
-    ),
-    Addon(
-        name="cilium",
-        filename="10-cni-cilium.yaml",
-        template="addons/cni-cilium.yaml.j2",
-        images=("cilium", "cilium_operator"),
-        enabled=_cni_is("cilium"),
     ),
     Addon(
         name="coredns",
@@ -197,12 +177,6 @@ def _validate(ctx: AddonContext) -> None:
         raise ValueError(
             f"node_cidr_mask_size: {ctx.node_cidr_mask_size} must be longer than the pod "
             f"CIDR prefix /{pods.prefixlen} and at most /{pods.max_prefixlen}"
-        )
-    # Calico carves the pool into blocks of this size; it accepts /20 to /32 for IPv4.
-    if ctx.cni == "calico" and not 20 <= ctx.node_cidr_mask_size <= 32:
-        raise ValueError(
-            f"node_cidr_mask_size: calico needs a block size between 20 and 32, "
-            f"got {ctx.node_cidr_mask_size}"
         )
     if ipaddress.ip_address(ctx.dns_ip) not in ipaddress.ip_network(ctx.service_cidr):
         raise ValueError(f"dns_ip: {ctx.dns_ip} is outside service_cidr {ctx.service_cidr}")

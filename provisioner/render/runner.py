@@ -92,9 +92,11 @@ def envvars(plan: Plan) -> dict[str, str]:
     """Ansible settings chosen for speed and for unattended runs."""
     return {
         "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
+        # Host keys are always checked; provision adds the trusted known_hosts files
+        # (provisioner.verify.ssh.known_hosts_files) to these arguments.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s "
-        "-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o LogLevel=ERROR",
+        "-o StrictHostKeyChecking=yes -o LogLevel=ERROR",
         "ANSIBLE_FORKS": str(max(10, len(plan.hosts))),
         # Facts are gathered by the tasks that need them, not on every play.
         "ANSIBLE_GATHERING": "explicit",

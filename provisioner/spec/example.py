@@ -23,7 +23,7 @@ spec:
     name: containerd
     ociRuntime: runc             # the one OCI runtime offered
   network:
-    cni: bridge                  # bridge | flannel | calico | cilium
+    cni: bridge                  # bridge | flannel
     podCIDR: 10.244.0.0/16
     serviceCIDR: 10.96.0.0/12
     clusterDomain: cluster.local

@@ -17,11 +17,24 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from provisioner.spec.errors import shown
+from provisioner.spec.names import (
+    dns_name_problem,
+    host_port_problem,
+    is_ip,
+    san_problem,
+    url_problem,
+)
+
 API_VERSION = "provisioner.dev/v1alpha1"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_HOSTPORT = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[0-9]{1,5})?$")
-_URL = re.compile(r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?(/[^\s]*)?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# POSIX portable user names (useradd's default rule), as sshd and sudo take them. A name
+# starting with '-' would reach ssh as an option: this rule also keeps it out.
+_POSIX_USER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
+_MAX_USER = 32
+# Generated machine names are "<cluster>-etcd5"; 20 leaves room in a 63-character label.
+MAX_CLUSTER_NAME = 20
 
 
 def _invalid(kind: str, message: str, hint: str) -> PydanticCustomError:
@@ -29,46 +42,59 @@ def _invalid(kind: str, message: str, hint: str) -> PydanticCustomError:
     return PydanticCustomError(kind, message, {"hint": hint})
 
 
-def _port_ok(hostport: str) -> bool:
-    _, _, port = hostport.partition(":")
-    return not port or 1 <= int(port) <= 65535
+def _label_check(what: str, max_len: int, hint_extra: str = "") -> AfterValidator:
+    def check(value: str) -> str:
+        if len(value) > max_len or not _DNS_LABEL.fullmatch(value):
+            why = (f"is {len(value)} characters long" if len(value) > max_len
+                   else "is not a valid")
+            raise _invalid(
+                "dns_label",
+                f"{shown(value)} {why} {what}" if why.startswith("is not")
+                else f"{shown(value)} {why}; a {what} has at most {max_len}",
+                "use lowercase letters, digits and '-', starting and ending with a letter or "
+                f"digit, at most {max_len} characters{hint_extra}",
+            )
+        return value
+
+    return AfterValidator(check)
 
 
-def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+def _registry_host(value: str) -> str:
+    problem = host_port_problem(value)
+    if problem is not None:
         raise _invalid(
-            "dns_label",
-            f"{value!r} is not a valid name",
-            "use lowercase letters, digits and '-', starting and ending with a letter or digit, "
-            "at most 63 characters",
+            "registry_host",
+            f"{shown(value)} is not a registry host: it {problem}",
+            "write a lowercase host name with an optional port, e.g. 'hub.test.com' or "
+            "'registry.local:5000' (no scheme, no path, no quotes)",
         )
     return value
 
 
-def _registry_host(value: str) -> str:
-    host = value.split(":")[0]
-    if (
-        not _HOSTPORT.match(value)
-        or ("." not in host and host != "localhost")
-        or not _port_ok(value)
-    ):
+def _alias_name(value: str) -> str:
+    if is_ip(value):
+        problem: str | None = "is an address; the alias is the name that maps to one"
+    elif ":" in value:
+        problem = "has a port"
+    else:
+        problem = dns_name_problem(value)
+    if problem is not None:
         raise _invalid(
-            "registry_host",
-            f"{value!r} is not a registry host",
-            "write a lowercase host name with an optional port, e.g. 'hub.test.com' or "
-            "'registry.local:5000' (no scheme, no path)",
+            "host_name",
+            f"{shown(value)} is not a host name: it {problem}",
+            "write the name alone, e.g. hub.test.com (/etc/hosts maps names to addresses: "
+            "no port, no scheme)",
         )
     return value
 
 
 def _http_url(value: str) -> str:
-    match = _URL.match(value)
-    hostport = value.split("://", 1)[-1].split("/", 1)[0]
-    if not match or not _port_ok(hostport):
+    problem = url_problem(value)
+    if problem is not None:
         raise _invalid(
             "http_url",
-            f"{value!r} is not an http(s) URL",
-            "write e.g. 'https://mirror.example.com/k8s' (scheme, host, optional port and path)",
+            f"{shown(value)} is not an http(s) URL: it {problem}",
+            "write scheme, host, optional port and path, without quotes or spaces inside",
         )
     return value.rstrip("/")
 
@@ -79,16 +105,56 @@ def _cidr_text(value: object) -> object:
         return value
     raise _invalid(
         "cidr_prefix",
-        f"{value!r} is not in CIDR form (address/prefix)",
-        "write the prefix length too, e.g. 10.244.0.0/16",
+        f"{shown(value)} is not in CIDR form (address/prefix)",
+        "write the prefix length too",
     )
 
 
-DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+def _ssh_user(value: str) -> str:
+    if len(value) > _MAX_USER or not _POSIX_USER.fullmatch(value):
+        raise _invalid(
+            "ssh_user",
+            f"{shown(value)} is not a valid user name",
+            f"use at most {_MAX_USER} lowercase letters, digits, '_' and '-', starting with a "
+            "letter or '_' (POSIX user names, e.g. root or debian)",
+        )
+    return value
+
+
+def _cluster_domain(value: str) -> str:
+    problem = dns_name_problem(value)
+    if problem is not None:
+        raise _invalid(
+            "dns_name",
+            f"{shown(value)} is not a DNS domain: it {problem}",
+            "write lowercase labels separated by dots, e.g. cluster.local",
+        )
+    return value
+
+
+def _extra_san(value: str) -> str:
+    problem = san_problem(value)
+    if problem is not None:
+        raise _invalid(
+            "san",
+            f"{shown(value)} is neither an IP address nor a DNS name: it {problem}",
+            "write a bare name or address, e.g. api.example.com, *.example.com or 10.0.0.10",
+        )
+    return value
+
+
+DnsLabel = Annotated[str, _label_check("name", 63)]
+HostRef = Annotated[str, _label_check("host name", 63, "; it names an entry of spec.hosts")]
+ClusterName = Annotated[str, _label_check("cluster name", MAX_CLUSTER_NAME,
+                                          " (it prefixes generated machine names)")]
 RegistryHost = Annotated[str, AfterValidator(_registry_host)]
+AliasName = Annotated[str, AfterValidator(_alias_name)]
 HttpURL = Annotated[str, AfterValidator(_http_url)]
 Cidr = Annotated[IPv4Network, BeforeValidator(_cidr_text)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+SSHUser = Annotated[str, AfterValidator(_ssh_user)]
+Domain = Annotated[str, AfterValidator(_cluster_domain)]
+SAN = Annotated[str, AfterValidator(_extra_san)]
 
 
 class Model(BaseModel):
@@ -105,7 +171,7 @@ class Model(BaseModel):
 class Metadata(Model):
     """Cluster identity."""
 
-    name: Annotated[DnsLabel, Field(max_length=20)] = Field(
+    name: Annotated[ClusterName, Field(max_length=MAX_CLUSTER_NAME)] = Field(
         description="Cluster name: a DNS label of at most 20 characters; prefixes generated "
         "machine names, so keep it short."
     )
@@ -114,7 +180,9 @@ class Metadata(Model):
 class SSH(Model):
     """How the controller reaches hosts over SSH."""
 
-    user: str = Field("root", description="Login user; must be root or have password-less sudo.")
+    user: SSHUser = Field(
+        "root", description="Login user (a POSIX user name); must be root or have password-less "
+        "sudo.")
     private_key_file: Path | None = Field(
         None,
         description="Private key for the login. Required for the static provider; the nspawn "
@@ -126,7 +194,7 @@ class SSH(Model):
 class HostSSH(Model):
     """Per-host SSH overrides."""
 
-    user: str | None = None
+    user: SSHUser | None = Field(None, description="Login user (a POSIX user name).")
     private_key_file: Path | None = None
     port: Port | None = None
 
@@ -135,15 +203,17 @@ class Host(Model):
     """One machine. Required for the static provider; optional (generated) otherwise."""
 
     name: DnsLabel = Field(description="Host name; becomes the Kubernetes node name.")
-    address: IPv4Address = Field(description="Address other hosts and the controller use.")
+    address: IPv4Address = Field(description="Address other hosts and the controller use.",
+                                 examples=["192.168.56.11"])
     ssh: HostSSH | None = Field(None, description="Overrides of spec.ssh for this host.")
 
 
 class HostAlias(Model):
     """A name the machines resolve through /etc/hosts (there is no DNS in the lab)."""
 
-    hostname: RegistryHost = Field(description="e.g. hub.test.com")
-    address: IPv4Address = Field(description="An address inside the provider's subnet.")
+    hostname: AliasName = Field(description="A host name without port, e.g. hub.test.com.")
+    address: IPv4Address = Field(description="An address inside the provider's subnet.",
+                                 examples=["192.168.56.1"])
 
 
 class NspawnProvider(Model):
@@ -236,14 +306,14 @@ class ControlPlane(Model):
     count: Annotated[int, Field(ge=0)] | None = Field(
         None, description="1, 3 or 5 (1 leader + standbys). Default 1, or len(hosts)."
     )
-    hosts: list[DnsLabel] | None = Field(None, description="Names from spec.hosts.")
+    hosts: list[HostRef] | None = Field(None, description="Names from spec.hosts.")
 
 
 class Workers(Model):
     """Worker nodes: kubelet, kube-proxy and the runtime, no control plane."""
 
     count: Annotated[int, Field(ge=0)] | None = Field(None, description="Default 0, or len(hosts).")
-    hosts: list[DnsLabel] | None = Field(None, description="Names from spec.hosts.")
+    hosts: list[HostRef] | None = Field(None, description="Names from spec.hosts.")
 
 
 class Etcd(Model):
@@ -257,7 +327,7 @@ class Etcd(Model):
     count: Annotated[int, Field(ge=0)] | None = Field(
         None, description="Members of a dedicated group: 1, 3 or 5."
     )
-    hosts: list[DnsLabel] | None = Field(None, description="Names from spec.hosts (dedicated).")
+    hosts: list[HostRef] | None = Field(None, description="Names from spec.hosts (dedicated).")
 
 
 class ContainerRuntime(Model):
@@ -272,19 +342,20 @@ class ContainerRuntime(Model):
 class Network(Model):
     """Cluster networking."""
 
-    cni: Literal["bridge", "flannel", "calico", "cilium"] = Field(
+    cni: Literal["bridge", "flannel"] = Field(
         "bridge",
         description="`bridge`: CNI bridge plugin with per-node pod subnets and host routes "
-        "(no overlay, no image needed); flannel (VXLAN), calico, cilium: addon manifests.",
+        "(no overlay, no image needed); `flannel`: VXLAN overlay from its DaemonSet. Both are "
+        "proven in the lab with real pods; calico and cilium cannot be built or proven here "
+        "and are not offered.",
     )
     pod_cidr: Cidr = Field(IPv4Network("10.244.0.0/16"), alias="podCIDR")
     service_cidr: Cidr = Field(IPv4Network("10.96.0.0/12"), alias="serviceCIDR")
     node_cidr_mask_size: Annotated[int, Field(ge=16, le=28)] = Field(
         24, alias="nodeCIDRMaskSize", description="Prefix length of each node's pod subnet."
     )
-    cluster_domain: str = Field(
+    cluster_domain: Domain = Field(
         "cluster.local",
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description="DNS domain of the cluster: lowercase labels separated by dots, "
         "e.g. cluster.local.",
     )
@@ -306,7 +377,8 @@ class DNS(Model):
     provider: Literal["coredns"] = "coredns"
     replicas: Annotated[int, Field(ge=1, le=10)] = 2
     upstream_servers: list[IPv4Address] = Field(
-        default_factory=list, description="Forwarders; empty = the nodes' /etc/resolv.conf."
+        default_factory=list, description="Forwarders; empty = the nodes' /etc/resolv.conf.",
+        examples=["1.1.1.1"],
     )
     node_local_dns: NodeLocalDNS = Field(default_factory=NodeLocalDNS, alias="nodeLocalDNS")
 
@@ -332,7 +404,8 @@ class RegistryMirror(Model):
     """Pull ``registry`` through ``endpoints`` (tried in order, then the registry itself)."""
 
     registry: RegistryHost = Field(description="e.g. docker.io, registry.k8s.io")
-    endpoints: Annotated[list[HttpURL], Field(min_length=1)]
+    endpoints: Annotated[list[HttpURL], Field(min_length=1)] = Field(
+        description="Mirror URLs, e.g. https://hub.test.com.", examples=["https://hub.test.com"])
 
 
 class PrivateRegistry(Model):
@@ -365,8 +438,13 @@ class LoadBalancer(Model):
         "a load balancer you run at `address`.",
     )
     port: Port = Field(8443, description="Load balancer port (apiservers listen on 6443).")
-    vip: IPv4Address | None = Field(None, description="Virtual IP for mode `vip`.")
-    virtual_router_id: Annotated[int, Field(ge=1, le=255)] = 51
+    vip: IPv4Address | None = Field(None, description="Virtual IP for mode `vip`.",
+                                    examples=["192.168.56.100"])
+    virtual_router_id: Annotated[int, Field(ge=1, le=255)] = Field(
+        51,
+        description="VRRP router id of the VIP in mode `vip`: unique among the VRRP routers "
+        "on the control-plane network (another cluster's keepalived included).",
+    )
     address: str | None = Field(None, description="Host name or IP for mode `external`.")
 
 
@@ -378,7 +456,8 @@ class Artifacts(Model):
         description="`online`: official release URLs; `mirror`: the same layout over HTTP "
         "at `mirrorURL`; `local`: a directory or bundle tarball at `path`.",
     )
-    mirror_url: HttpURL | None = Field(None, alias="mirrorURL")
+    mirror_url: HttpURL | None = Field(None, alias="mirrorURL",
+                                       examples=["https://mirror.example.com/k8s"])
     path: Path | None = None
 
 
@@ -386,7 +465,7 @@ class APIServer(Model):
     """kube-apiserver settings."""
 
     secure_port: Port = Field(6443, description="Port each apiserver listens on.")
-    extra_sans: list[str] = Field(
+    extra_sans: list[SAN] = Field(
         default_factory=list, alias="extraSANs", description="More names/IPs for its cert."
     )
     encryption_at_rest: bool = Field(True, description="Encrypt Secrets in etcd (aescbc).")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Iterator
-from ipaddress import IPv4Address, IPv4Network, ip_address
+from ipaddress import IPv4Address, IPv4Network
 
-from provisioner.spec.errors import SpecIssue
+from provisioner.spec.errors import SpecIssue, shown
 from provisioner.spec.models import Cluster, NspawnProvider, StaticProvider, VagrantProvider
+from provisioner.spec.names import dns_name_problem, is_ip
 from provisioner.spec.topology import (
+    Role,
     control_plane_count,
     etcd_dedicated_count,
     generated,
@@ -29,7 +31,10 @@ _QUORUM_SIZES = (1, 3, 5)
 _SMALLEST_SUBNET = 29  # prefix length: network, host side, broadcast and 5 machines
 # kube-controller-manager refuses node subnets more than 16 bits longer than the cluster CIDR.
 _MAX_NODE_MASK_DIFF = 16
-_DNS_NAME = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Suggestions by similarity (difflib) are made for this many names at most: the cost of each
+# is the number of names it is compared with, and a huge spec must still answer at once.
+_SUGGEST_LIMIT = 50
+_SUGGEST_AMONG = 2000
 
 
 def rule(fn: Rule) -> Rule:
@@ -81,19 +86,19 @@ def version_supported(cluster: Cluster) -> Iterator[SpecIssue]:
     bare = v.removeprefix("v")
     if bare in supported:
         if bare != v:
-            yield SpecIssue("spec.kubernetesVersion", f"{v!r} has a leading 'v'",
-                            f"write {bare!r}")
+            yield SpecIssue("spec.kubernetesVersion", f"{shown(v)} has a leading 'v'",
+                            f"write {shown(bare)}")
         return
-    minor = ".".join(bare.split(".")[:2])
+    minor = ".".join(bare.split(".", 2)[:2])[:20]
     same = [s for s in supported if s.startswith(minor + ".")]
     hint = (f"choose a {minor} release: {', '.join(same)}" if same
             else f"choose one of: {', '.join(supported)}")
     if bare != v:
         hint = f"drop the leading 'v' and {hint}"
-    what = f"{v!r} is not a supported version"
+    what = f"{shown(v)} is not a supported version"
     oldest = min(manifest.minors(), key=_minor_key)
     if re.fullmatch(r"\d+\.\d+", minor) and _minor_key(minor) < _minor_key(oldest):
-        what = (f"{v!r} is past its end of life upstream (Kubernetes {minor}); the oldest "
+        what = (f"{shown(v)} is past its end of life upstream (Kubernetes {minor}); the oldest "
                 f"supported minor is {oldest}")
     yield SpecIssue("spec.kubernetesVersion", what, hint)
 
@@ -191,6 +196,8 @@ def _role_groups(cluster: Cluster, names: list[str]) -> Iterator[SpecIssue]:
     """Role-group references of listed hosts: known, one group per host, nothing left over."""
     spec = cluster.spec
     assigned: dict[str, str] = {}
+    known = set(names)
+    suggested = 0
     cp = spec.control_plane
     if cp.hosts is None:
         ncp = control_plane_count(cluster)
@@ -205,8 +212,11 @@ def _role_groups(cluster: Cluster, names: list[str]) -> Iterator[SpecIssue]:
         group = f"spec.{field}.hosts"
         for j, name in enumerate(refs or []):
             path = f"{group}[{j}]"
-            if name not in names:
-                close = difflib.get_close_matches(name, names, n=1)
+            if name not in known:
+                suggested += 1
+                close = (difflib.get_close_matches(name, names, n=1)
+                         if suggested <= _SUGGEST_LIMIT and len(names) <= _SUGGEST_AMONG
+                         else [])
                 yield SpecIssue(path, f"{name!r} is not in spec.hosts",
                                 f"did you mean {close[0]!r}?" if close
                                 else "add the host to spec.hosts or fix the name")
@@ -233,8 +243,9 @@ def _role_groups(cluster: Cluster, names: list[str]) -> Iterator[SpecIssue]:
                         "are left for workers", "drop count (workers are the hosts in no other "
                         "group) or name them in spec.workers.hosts")
     if w.hosts is not None:
+        index = {n: i for i, n in reversed(list(enumerate(names)))}
         for n in rest:
-            yield SpecIssue(f"spec.hosts[{names.index(n)}]", f"host {n!r} is in no role group",
+            yield SpecIssue(f"spec.hosts[{index[n]}]", f"host {n!r} is in no role group",
                             "add it to spec.workers.hosts (or another group) or remove it")
 
 
@@ -312,13 +323,14 @@ def _reserved(net: IPv4Network, addr: IPv4Address) -> str | None:
     return None
 
 
-def _host_networks(cluster: Cluster) -> list[tuple[str, IPv4Network]]:
-    """What the hosts use, described for a message: the machine subnet or each host address."""
+def _host_network_in(cluster: Cluster, cidr: IPv4Network) -> str | None:
+    """What of the hosts' network ``cidr`` overlaps, described for a message, or None: the
+    machine subnet, or the first host address inside it."""
     net = machine_network(cluster)
     if net is not None:
-        return [(f"the machine subnet {net} (spec.provider.subnet)", net)]
-    return [(f"the address {h.address} of host {h.name} (spec.hosts[{i}].address)",
-             IPv4Network(h.address)) for i, h in enumerate(cluster.spec.hosts)]
+        return f"the machine subnet {net} (spec.provider.subnet)" if cidr.overlaps(net) else None
+    return next((f"the address {h.address} of host {h.name} (spec.hosts[{i}].address)"
+                 for i, h in enumerate(cluster.spec.hosts) if h.address in cidr), None)
 
 
 @rule
@@ -331,11 +343,10 @@ def cidrs(cluster: Cluster) -> Iterator[SpecIssue]:
                         "choose disjoint ranges, e.g. podCIDR 10.244.0.0/16 and serviceCIDR "
                         "10.96.0.0/12")
     for name, cidr in (("podCIDR", pod), ("serviceCIDR", svc)):
-        for what, hnet in _host_networks(cluster):
-            if cidr.overlaps(hnet):
-                yield SpecIssue(f"spec.network.{name}", f"{cidr} overlaps {what}",
-                                "pick a range the hosts do not use")
-                break
+        what = _host_network_in(cluster, cidr)
+        if what is not None:
+            yield SpecIssue(f"spec.network.{name}", f"{cidr} overlaps {what}",
+                            "pick a range the hosts do not use")
         if cidr.is_loopback or cidr.is_multicast or cidr.is_link_local:
             yield SpecIssue(f"spec.network.{name}", f"{cidr} is a loopback, link-local or "
                             "multicast range", "use a private range such as 10.0.0.0/8")
@@ -383,6 +394,25 @@ def kube_proxy_mode(cluster: Cluster) -> Iterator[SpecIssue]:
 
 
 @rule
+def unproven_addons(cluster: Cluster) -> Iterator[SpecIssue]:
+    """Addons whose images the lab cannot build are refused, not rendered and hoped for."""
+    spec = cluster.spec
+    if spec.dns.node_local_dns.enabled:
+        yield SpecIssue("spec.dns.nodeLocalDNS.enabled", "nodelocaldns is not supported yet: "
+                        "its image (k8s-dns-node-cache, Go module k8s.io/dns) cannot be built "
+                        "here, so it is not proven", "set enabled: false (CoreDNS serves the "
+                        "cluster's DNS; the supported DNS setup is CoreDNS alone)")
+    unproven = {"dashboard": "the dashboard needs its web front end built, which the lab "
+                             "cannot do",
+                "logging": "fluent-bit is C with no source build in the lab"}
+    for name, why in unproven.items():
+        if getattr(spec.addons, name).enabled:
+            yield SpecIssue(f"spec.addons.{name}.enabled", f"the {name} addon is not supported "
+                            f"yet: {why}, so it is not proven", "set enabled: false (supported "
+                            "addons: metricsServer)")
+
+
+@rule
 def dns_addresses(cluster: Cluster) -> Iterator[SpecIssue]:
     """Node-local DNS sits on a link-local address; upstreams are outside cluster ranges."""
     dns, nw = cluster.spec.dns, cluster.spec.network
@@ -414,10 +444,11 @@ def load_balancer(cluster: Cluster) -> Iterator[SpecIssue]:
         if not lb.address:
             yield SpecIssue("spec.loadBalancer.address", "mode 'external' needs the address of "
                             "your load balancer", "set address to its host name or IP")
-        elif not _is_ip(lb.address) and not _DNS_NAME.match(lb.address.removeprefix("*.")):
-            yield SpecIssue("spec.loadBalancer.address", f"{lb.address!r} is neither an IP "
-                            "address nor a DNS name", "write e.g. api.example.com or 10.0.0.10 "
-                            "(no scheme, no port: the port is spec.loadBalancer.port)")
+        elif (problem := _lb_address_problem(lb.address)) is not None:
+            yield SpecIssue("spec.loadBalancer.address", f"{shown(lb.address)} is neither an "
+                            f"IP address nor a DNS name: it {problem}", "write e.g. "
+                            "api.example.com or 10.0.0.10 (no scheme, no port: the port is "
+                            "spec.loadBalancer.port)")
     elif lb.address:
         yield SpecIssue("spec.loadBalancer.address", "address is only used in mode 'external'",
                         "remove address or set mode: external")
@@ -463,7 +494,7 @@ def registries(cluster: Cluster) -> Iterator[SpecIssue]:
             yield SpecIssue(f"{path}.host", f"{p.host} is listed twice", "keep one entry")
         hosts.add(p.host)
         if p.username is not None and p.password_file is None:
-            yield SpecIssue(f"{path}.passwordFile", f"username {p.username!r} is set but "
+            yield SpecIssue(f"{path}.passwordFile", f"username {shown(p.username)} is set but "
                             "passwordFile is missing", "set passwordFile to a file holding the "
                             "password, or remove username for anonymous pulls")
         if p.username is None and p.password_file is not None:
@@ -493,21 +524,34 @@ def artifacts(cluster: Cluster) -> Iterator[SpecIssue]:
                         "remove it or set source: local")
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ip_address(text)
-    except ValueError:
-        return False
-    return True
+def _lb_address_problem(address: str) -> str | None:
+    """What is wrong with an external load balancer's address, or None."""
+    if is_ip(address):
+        return None if ":" not in address else "is an IPv6 address: the cluster is IPv4"
+    if "://" in address:
+        return "is a URL"
+    if ":" in address:
+        return "has a port, or is an IPv6 address"
+    return dns_name_problem(address)
 
 
 @rule
-def apiserver_sans(cluster: Cluster) -> Iterator[SpecIssue]:
-    """Extra SANs are DNS names or IP addresses."""
-    for i, san in enumerate(cluster.spec.apiserver.extra_sans):
-        if not _is_ip(san) and not _DNS_NAME.match(san):
-            yield SpecIssue(f"spec.apiserver.extraSANs[{i}]", f"{san!r} is neither an IP "
-                            "address nor a DNS name", "write e.g. api.example.com or 10.0.0.10")
+def load_balancer_ranges(cluster: Cluster) -> Iterator[SpecIssue]:
+    """The VIP or the external load balancer's address is not a pod or service address:
+    inside those ranges kube-proxy and the CNI would route it into the cluster."""
+    lb, nw = cluster.spec.load_balancer, cluster.spec.network
+    if lb.mode == "vip" and lb.vip is not None:
+        field, address = "vip", lb.vip
+    elif lb.mode == "external" and lb.address and is_ip(lb.address) and ":" not in lb.address:
+        field, address = "address", IPv4Address(lb.address)
+    else:
+        return
+    for name, cidr in (("podCIDR", nw.pod_cidr), ("serviceCIDR", nw.service_cidr)):
+        if address in cidr:
+            yield SpecIssue(f"spec.loadBalancer.{field}", f"{address} is inside "
+                            f"spec.network.{name} {cidr}: traffic to it would be routed into "
+                            "the cluster network", "use an address of the hosts' network, "
+                            f"outside {cidr}")
 
 
 @rule
@@ -546,5 +590,64 @@ def vagrant_networks(cluster: Cluster) -> Iterator[SpecIssue]:
                             "pick a range the VMs do not use")
 
 
+# Spec fields that set the port a component listens on; its other ports are fixed and
+# declared on the component class (components.*.ports).
+_PORT_FIELDS = {"kube-apiserver": "spec.apiserver.securePort", "haproxy": "spec.loadBalancer.port"}
+_PORT_FIXES = {
+    "spec.apiserver.securePort": "use another port for kube-apiserver, e.g. {free}",
+    "spec.loadBalancer.port": "use another port for the load balancer, e.g. {free}",
+    "ssh": "run sshd on another port (22 is usual) and set it here",
+}
+
+
+@rule
+def port_clashes(cluster: Cluster) -> Iterator[SpecIssue]:
+    """No two programs on one host listen on the same port: the load balancer, the
+    apiserver, sshd, and the fixed ports of etcd, kubelet, kube-proxy and the controllers."""
+    from provisioner.components import ALL  # components import the spec: import at use
+
+    spec = cluster.spec
+    ssh_field = {h.name: f"spec.hosts[{i}].ssh.port" for i, h in enumerate(spec.hosts)
+                 if h.ssh is not None and h.ssh.port is not None}
+    reported: set[tuple[str, int]] = set()
+    seen: set[tuple[frozenset[Role], int, str]] = set()
+    for m in machines(cluster):
+        # Hosts of one role set and SSH port listen on the same ports: look at one of them.
+        shape = (m.roles, m.ssh_port, ssh_field.get(m.name, ""))
+        if shape in seen:
+            continue
+        seen.add(shape)
+        # port -> [(program, the field that sets it, or "" when the port is fixed)]
+        bound: dict[int, list[tuple[str, str]]] = {}
+        bound.setdefault(m.ssh_port, []).append(("sshd", ssh_field.get(m.name, "spec.ssh.port")))
+        for c in ALL:
+            if not c.runs_on(cluster, m):
+                continue
+            if c.name == "kube-apiserver":
+                ports: tuple[int, ...] = (spec.apiserver.secure_port,)
+            elif c.name == "haproxy":
+                ports = (spec.load_balancer.port,)
+            else:
+                ports = c.ports
+            for port in ports:
+                bound.setdefault(port, []).append((c.name, _PORT_FIELDS.get(c.name, "")))
+        for port, users in sorted(bound.items()):
+            fields = {f for _, f in users if f}
+            if len(users) < 2 or not fields or fields == set(_PORT_FIELDS.values()):
+                continue  # load balancer vs apiserver: reported by load_balancer
+            for program, field in users:
+                if not field or (field, port) in reported:
+                    continue
+                reported.add((field, port))
+                others = ", ".join(p for p, f in users if (p, f) != (program, field))
+                fix = _PORT_FIXES["ssh" if program == "sshd" else field]
+                yield SpecIssue(field, f"port {port} ({program}) is also the port of {others} "
+                                f"on host {m.name}", fix.format(free=_free_port(bound)))
+
+
+def _free_port(bound: dict[int, list[tuple[str, str]]]) -> int:
+    return next(p for p in (8443, 6443, 9443, 7443, 16443) if p not in bound)
+
+
 # Rules that resolve machines; skipped while host references themselves are broken.
-_NEEDS_SOUND_HOSTS: frozenset[Rule] = frozenset({pod_capacity, vip_free})
+_NEEDS_SOUND_HOSTS: frozenset[Rule] = frozenset({pod_capacity, vip_free, port_clashes})

@@ -74,6 +74,16 @@ CHECKS: tuple[Check, ...] = (
           cluster_target, workloads.coredns),
     Check("smoke-deployment", "a 2-replica nginx deployment becomes available (needs pods)",
           cluster_target, workloads.smoke),
+    Check("pod-network", "a pod on each node reaches the pods on every other node",
+          node_hosts, workloads.pod_network),
+    Check("pod-dns", "CoreDNS resolves kubernetes.default from a pod on each node", node_hosts,
+          workloads.pod_dns),
+    Check("service-by-name", "a pod on each node reaches a Service by name and ClusterIP",
+          node_hosts, workloads.service_by_name),
+    Check("service-nodeport", "the controller reaches a Service's NodePort on each node",
+          node_hosts, workloads.service_node_port),
+    Check("metrics-api", "metrics-server serves node and pod metrics (kubectl top)",
+          cluster_target, workloads.metrics_api),
 )
 
 

@@ -10,7 +10,10 @@ host costs one connect timeout, not one per check.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shlex
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,29 +67,114 @@ class SshSettings:
     user: str
     port: int
     key: Path | None  # None: ssh-agent and the user's default keys
-    known_hosts: Path | None  # None: the user's ~/.ssh/known_hosts
+    known_hosts: tuple[Path, ...]  # trusted host keys, in order (missing files are skipped)
     address: str | None = None  # None: the host's cluster address
 
 
+USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+
+
+def known_hosts_files(plan: Plan, state_dir: Path) -> tuple[Path, ...]:
+    """The host-key files every SSH login of the cluster trusts, and nothing else.
+
+    Machines the provider made (nspawn, vagrant) are pinned in ``<state>/ssh/known_hosts``;
+    ``static`` hosts are trusted through that file (keys recorded by
+    ``--trust-on-first-use``) and the user's own ``~/.ssh/known_hosts``.
+    """
+    pinned = state_dir / "ssh" / "known_hosts"
+    if plan.cluster.spec.provider.type == "static":
+        return (pinned, USER_KNOWN_HOSTS.expanduser())
+    return (pinned,)
+
+
 def ssh_settings(plan: Plan, state_dir: Path) -> dict[str, SshSettings]:
-    """Login settings per host, the way the provider and Ansible log in."""
+    """Login settings per host, the way the provider and Ansible log in: the one place
+    that says how to reach a host (verify, the identity check and provision use it)."""
     provider = plan.cluster.spec.provider.type
     out: dict[str, SshSettings] = {}
     connections = read_connections(state_dir)
+    known = known_hosts_files(plan, state_dir)
     for h in plan.hosts:
         m = h.machine
         c = connections.get(h.name)
-        pinned = state_dir / "ssh" / "known_hosts"
         if c is not None:  # recorded by the provider (vagrant ssh-config)
-            out[h.name] = SshSettings(c.user, c.port, c.key,
-                                      pinned if pinned.is_file() else None, c.host)
+            out[h.name] = SshSettings(c.user, c.port, c.key, known, c.host)
         elif provider == "static":
-            out[h.name] = SshSettings(m.ssh_user, m.ssh_port, m.ssh_key, None)
+            out[h.name] = SshSettings(m.ssh_user, m.ssh_port, m.ssh_key, known)
         else:
             key = m.ssh_key or state_dir / "ssh" / "id_ed25519"
-            out[h.name] = SshSettings(m.ssh_user, m.ssh_port, key,
-                                      pinned if pinned.is_file() else None)
+            out[h.name] = SshSettings(m.ssh_user, m.ssh_port, key, known)
     return out
+
+
+def ansible_known_hosts_args(files: tuple[Path, ...]) -> str:
+    """ssh options that make Ansible trust exactly ``files`` (checking always on)."""
+    joined = " ".join(str(f) for f in files)
+    return f'-o UserKnownHostsFile="{joined}" -o StrictHostKeyChecking=yes'
+
+
+def _known_line(addr: str, port: int, key: paramiko.PKey) -> str:
+    host = addr if port == 22 else f"[{addr}]:{port}"
+    return f"{host} {key.get_name()} {key.get_base64()}"
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def trust_on_first_use(plan: Plan, state_dir: Path, timeout: float = 10.0) -> list[str]:
+    """Record the host key of every host no trusted file knows yet in
+    ``<state>/ssh/known_hosts`` (0600), returning one line per recorded key with its
+    fingerprint. A host whose key is known and differs is never re-recorded: it raises
+    ``SshUnavailable`` (a reinstalled host or a man in the middle)."""
+    settings = ssh_settings(plan, state_dir)
+    dest = state_dir / "ssh" / "known_hosts"
+    recorded: list[str] = []
+    new_lines: list[str] = []
+    for h in plan.hosts:
+        s = settings[h.name]
+        addr = s.address or str(h.address)
+        keys = paramiko.HostKeys()
+        for f in s.known_hosts:
+            if f.is_file():
+                keys.load(str(f))
+        lookup = addr if s.port == 22 else f"[{addr}]:{s.port}"
+        try:
+            sock = socket.create_connection((addr, s.port), timeout=timeout)
+        except OSError as exc:
+            raise SshUnavailable(h.name, "unreachable", f"{addr}:{s.port}: {exc}",
+                                 f"is {h.name} up and reachable from here?") from None
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=timeout)
+            key = transport.get_remote_server_key()
+        except paramiko.SSHException as exc:
+            raise SshUnavailable(h.name, "ssh", f"{addr}:{s.port}: {exc}",
+                                 f"try `ssh -p {s.port} {s.user}@{addr}` by hand") from None
+        finally:
+            transport.close()
+        known = keys.lookup(lookup)
+        if known is not None and key.get_name() in known:
+            if known[key.get_name()].asbytes() != key.asbytes():
+                raise SshUnavailable(
+                    h.name, "hostkey-mismatch",
+                    f"{addr}:{s.port}: presents {key.get_name()} {_fingerprint(key)}, which "
+                    "differs from the trusted key", "if the host was reinstalled, remove "
+                    f"its old line (`ssh-keygen -R {lookup}`) after checking the new "
+                    "fingerprint; otherwise treat it as a possible man-in-the-middle")
+            continue
+        if known is not None:  # known under another key type: trusted already
+            continue
+        new_lines.append(_known_line(addr, s.port, key))
+        recorded.append(f"{h.name} ({lookup}): recorded {key.get_name()} "
+                        f"{_fingerprint(key)}")
+    if new_lines:
+        dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        old = dest.read_text() if dest.is_file() else ""
+        dest.write_text(old + "".join(line + "\n" for line in new_lines))
+        dest.chmod(0o600)
+    return recorded
 
 
 class ParamikoRunner:
@@ -118,15 +206,16 @@ class ParamikoRunner:
         s = self._settings[host.name]
         addr = s.address or str(host.address)
         where = f"{s.user}@{addr}:{s.port}"
-        known = s.known_hosts or Path("~/.ssh/known_hosts").expanduser()
+        files = [f for f in s.known_hosts if f.is_file()]
+        known = " and ".join(str(f) for f in s.known_hosts) or "no known_hosts file"
         if s.key is not None and not s.key.is_file():
             raise SshUnavailable(host.name, "key-missing", f"SSH key {s.key} does not exist",
                                  "create it or fix spec.ssh.privateKeyFile; nspawn clusters "
                                  "get theirs from `provisioner machines up`")
         client = paramiko.SSHClient()
         try:
-            if known.is_file():
-                client.load_host_keys(str(known))
+            for f in files:
+                client.load_host_keys(str(f))
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             client.connect(addr, port=s.port, username=s.user,
                            key_filename=str(s.key) if s.key is not None else None,
@@ -139,7 +228,8 @@ class ParamikoRunner:
                 host.name, "hostkey-mismatch",
                 f"{where}: host key differs from the one pinned in {known}",
                 f"if {host.name} was reinstalled, remove its old line with `ssh-keygen -R "
-                f"{addr} -f {known}` and add the new key after checking its fingerprint; "
+                f"{addr} -f <file>` ({known}) and add the new key after checking its "
+                "fingerprint; "
                 "otherwise treat it as a possible man-in-the-middle") from None
         except paramiko.AuthenticationException as exc:
             client.close()
@@ -158,8 +248,11 @@ class ParamikoRunner:
             if "not found in known_hosts" in str(exc):
                 raise SshUnavailable(
                     host.name, "hostkey-unknown", f"{where}: host key unknown (not in {known})",
-                    f"verify the host's fingerprint, then add it: `ssh-keyscan -p {s.port} "
-                    f"{addr} >> {known}` (verify never accepts unknown keys)") from None
+                    f"check the host's fingerprint, then add its key to "
+                    f"{s.known_hosts[-1] if s.known_hosts else '~/.ssh/known_hosts'} "
+                    f"(`ssh-keyscan -p {s.port} {addr}`), or run `provisioner provision "
+                    "--trust-on-first-use`, which records and prints it (host keys are "
+                    "always checked)") from None
             raise SshUnavailable(host.name, "ssh", f"{where}: {exc}",
                                  f"try `ssh -p {s.port} {s.user}@{addr}` by hand") from None
         except TimeoutError:

@@ -13,9 +13,7 @@ of three control-plane nodes is reported while the apiserver is still served thr
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,24 +21,26 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
-from provisioner.execute import PLAYBOOKS, LineProgress
-from provisioner.plan import Plan, build_plan
-from provisioner.providers.nspawn import node, paths
+from provisioner.cli import app
+from provisioner.execute import PLAYBOOKS
+from provisioner.plan import Plan
+from provisioner.providers.nspawn import node
 from provisioner.providers.nspawn.provider import NspawnMachines
 from provisioner.providers.ssh import ClusterSSH, cluster_ssh, ssh_run
-from provisioner.provision import ProvisionResult, artifacts_for, provision
-from provisioner.spec.load import load_file
+from provisioner.provision import ProvisionError, ProvisionResult
 from provisioner.state import cluster_dir
 from provisioner.verify import CheckResult, to_json, verify
-from tests.fixtures.built_artifacts import LAB_SOURCE, built_local_source, spec_with_source
+from tests.fixtures.built_artifacts import LAB_SOURCE
+from tests.fixtures.lab_cluster import failing, provisioned, run_provision
 
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "inventories" / "nspawn-3cp-2w.yaml"
-SHARED_IMAGES = Path(os.environ.get(paths.ENV_IMAGE_DIR, paths.DEFAULT_DATA_DIR / "images"))
-POD_CHECKS = {"coredns-resolves", "smoke-deployment"}
+POD_CHECKS = {"coredns-resolves", "smoke-deployment", "pod-network", "pod-dns",
+              "service-by-name", "service-nodeport", "metrics-api"}
 
 
 @dataclass
@@ -63,7 +63,7 @@ class Cluster:
         return proc.stdout
 
     def provision(self) -> ProvisionResult:
-        return provision(self.spec, None, None, None, True, LineProgress(sys.stdout))
+        return run_provision(self.spec)
 
     def verify(self, only: list[str] | None = None) -> list[CheckResult]:
         return verify(self.plan, self.state, only)
@@ -73,9 +73,7 @@ def _by(results: list[CheckResult], name: str, target: str | None = None) -> lis
     return [r for r in results if r.name == name and (target is None or r.target == target)]
 
 
-def _failing(results: list[CheckResult]) -> list[str]:
-    return [f"{r.name}@{r.target}: {r.evidence} ({r.hint})" for r in results
-            if r.status == "fail"]
+_failing = failing
 
 
 def _wait_verify(c: Cluster, ok: bool, seconds: float = 120) -> list[CheckResult]:
@@ -91,28 +89,9 @@ def _wait_verify(c: Cluster, ok: bool, seconds: float = 120) -> list[CheckResult
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory,
             lab_registry_up: object) -> Iterator[Cluster]:
-    if os.geteuid() != 0:
-        pytest.skip("the nspawn lab needs root")
-    base = tmp_path_factory.mktemp("cluster")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROVISIONER_STATE_DIR", str(base / "state"))
-        mp.setenv(paths.ENV_DATA_DIR, str(base / "data"))
-        mp.setenv(paths.ENV_IMAGE_DIR, str(SHARED_IMAGES))
-        plan = build_plan(load_file(EXAMPLE))
-        wanted = artifacts_for(plan, plan.phases)
-        source = built_local_source(plan, wanted)
-        data = spec_with_source(EXAMPLE, source)
-        spec = base / "cluster.yaml"
-        spec.write_text(yaml.safe_dump(data, sort_keys=False))
-        plan = build_plan(load_file(spec))
-        provider = NspawnMachines(plan.cluster, print)
-        try:
-            first = provision(spec, None, None, None, True, LineProgress(sys.stdout))
-            second = provision(spec, None, None, None, True, LineProgress(sys.stdout))
-            yield Cluster(spec, plan, provider, cluster_ssh(plan.name), cluster_dir(plan.name),
-                          first, second)
-        finally:
-            provider.down(purge=True)
+    with provisioned(EXAMPLE, tmp_path_factory.mktemp("cluster")) as p:
+        yield Cluster(p.spec, p.plan, p.provider, cluster_ssh(p.plan.name),
+                      cluster_dir(p.plan.name), p.first, p.second)
 
 
 def test_provision_runs_every_phase_and_verify_passes(cluster: Cluster) -> None:
@@ -149,7 +128,7 @@ def _kubectl(cluster: Cluster, *args: str) -> str:
 def test_the_real_programs_serve_the_cluster(cluster: Cluster) -> None:
     """The built programs, as a user checks them with kubectl: 5 Ready nodes at the pinned
     version on containerd 2.x, the server's version, /readyz?verbose through a node's load
-    balancer, and metrics-server answering `kubectl top nodes`."""
+    balancer, and metrics-server answering `kubectl top nodes` and `kubectl top pods`."""
     nodes = json.loads(_kubectl(cluster, "get", "nodes", "-o", "json"))["items"]
     assert len(nodes) == 5
     for n in nodes:
@@ -174,6 +153,8 @@ def test_the_real_programs_serve_the_cluster(cluster: Cluster) -> None:
             break
         time.sleep(5)
     assert proc.returncode == 0 and "lab-w2" in proc.stdout, proc.stderr
+    pods = _kubectl(cluster, "top", "pods", "-n", "kube-system")
+    assert "coredns" in pods and "metrics-server" in pods, pods
 
 
 def test_second_provision_changes_nothing(cluster: Cluster) -> None:
@@ -250,3 +231,59 @@ def test_losing_a_control_plane_node(cluster: Cluster) -> None:
     finally:
         cluster.provider.up()
     assert not _failing(_wait_verify(cluster, ok=True, seconds=180))
+
+
+def test_smoke_command_runs_the_seeds_example(cluster: Cluster) -> None:
+    """`provisioner smoke`: deployment web from hub.test.com/nginx, exposed, fetched by its
+    Service name from a pod on another node, then cleaned up."""
+    result = CliRunner().invoke(app, ["smoke", str(cluster.spec)])
+    assert result.exit_code == 0, result.output
+    assert "create deployment: web --image=hub.test.com/nginx" in result.output
+    fetched = [line for line in result.output.splitlines() if "fetch:" in line]
+    assert fetched and fetched[0].lstrip().startswith("ok"), result.output
+    assert "nginx" in fetched[0] and ".svc.cluster.local" in fetched[0]
+    assert "smoke: passed" in result.output
+
+
+def test_wrong_registry_password_fails_smoke_and_is_repaired(cluster: Cluster,
+                                                             tmp_path: Path) -> None:
+    """A wrong password for hub.test.com: the smoke check fails naming the registry and
+    "unauthorized"; the next provision with the right password repairs it."""
+    data = yaml.safe_load(cluster.spec.read_text())
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    data["spec"]["registries"]["private"][0]["passwordFile"] = str(wrong)
+    bad_spec = tmp_path / "cluster.yaml"
+    bad_spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    broken = run_provision(bad_spec)
+    assert not broken.succeeded
+    smoke = _by(list(broken.verify), "smoke-deployment")
+    assert smoke and smoke[0].status == "fail", broken.verify
+    assert "hub.test.com" in smoke[0].evidence, smoke[0]
+    assert "unauthorized" in (smoke[0].evidence + smoke[0].hint).lower(), smoke[0]
+    assert "passwordFile" in smoke[0].hint, smoke[0]
+    repaired = cluster.provision()
+    assert repaired.succeeded, repaired.failure
+    assert not _failing(list(repaired.verify))
+
+
+def test_a_second_state_directory_is_refused_and_no_host_changes(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Provision from a new, empty state directory (same SSH key, as a sudo that changes
+    $HOME would give): refused before any phase runs; the hosts keep their CA and identity."""
+    before = {h.name: cluster.run(h.name, "sha256sum /etc/provisioner/identity "
+                                  "/etc/kubernetes/pki/ca.crt") for h in cluster.plan.hosts}
+    data = yaml.safe_load(cluster.spec.read_text())
+    data["spec"].setdefault("ssh", {})["privateKeyFile"] = str(cluster.state / "ssh" /
+                                                               "id_ed25519")
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.setenv("PROVISIONER_STATE_DIR", str(tmp_path / "second-state"))
+    with pytest.raises(ProvisionError) as err:
+        run_provision(spec)
+    assert "another state directory; nothing was changed" in str(err.value)
+    assert "lab-cp1: holds another ca/ca" in str(err.value)
+    assert not (tmp_path / "second-state" / "clusters" / "lab" / "runs").exists()
+    after = {h.name: cluster.run(h.name, "sha256sum /etc/provisioner/identity "
+                                 "/etc/kubernetes/pki/ca.crt") for h in cluster.plan.hosts}
+    assert after == before

@@ -1,19 +1,24 @@
-"""Checks that need running pods: CoreDNS answering and a smoke deployment.
+"""Checks that need running pods: CoreDNS answering, the smoke deployment, pod networking
+across nodes, Services (by name, ClusterIP and NodePort) and the metrics API.
 
 An apiserver that does not serve ``apps/v1`` (a cluster that has it switched off) makes
-them ``skipped`` with the reason instead of failing.
+them ``skipped`` with the reason instead of failing. The pod-network checks share one probe
+(``provisioner.verify.pods.run_probe``), run once per verify.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 from provisioner.plan.model import Plan
 from provisioner.verify.api import ApiError
 from provisioner.verify.checks.common import first_line
 from provisioner.verify.model import Outcome, VerifyContext, fail, ok, skipped
+from provisioner.verify.pods import ProbeResult, pod_problem, registry_hint, run_probe, summarize
 from provisioner.verify.ssh import SshUnavailable
 
 SMOKE_NAME = "provisioner-smoke"
@@ -77,10 +82,8 @@ def workload_support(ctx: VerifyContext) -> str | None:
 def smoke_image(plan: Plan) -> str:
     """nginx from the first private registry (like the seeds' hub.test.com/nginx), else
     Docker Hub (pulled through any configured docker.io mirror)."""
-    private = plan.cluster.spec.registries.private
-    if private:
-        return f"{private[0].host}/nginx"
-    return "docker.io/library/nginx"
+    from provisioner.verify.pods import images
+    return images(plan)[0]
 
 
 def coredns(ctx: VerifyContext, target: str) -> Outcome:
@@ -158,6 +161,11 @@ def smoke(ctx: VerifyContext, target: str) -> Outcome:
             available = int(status.get("availableReplicas") or 0)
             if available >= SMOKE_REPLICAS or time.monotonic() >= deadline:
                 break
+            stuck = _stuck_pod(ctx)
+            if stuck is not None:
+                return fail(f"deployment {SMOKE_NAME} ({image}): {stuck}",
+                            registry_hint(stuck) or f"`kubectl describe pods -l "
+                            f"app={SMOKE_NAME}`: image pulls from {image.split('/')[0]}")
             time.sleep(POLL_SECONDS)
         if available >= SMOKE_REPLICAS:
             return ok(f"deployment {SMOKE_NAME}: {SMOKE_REPLICAS}/{SMOKE_REPLICAS} replicas "
@@ -169,6 +177,21 @@ def smoke(ctx: VerifyContext, target: str) -> Outcome:
                     f"{image.split('/')[0]} (containerd registry config), CNI and scheduling")
     finally:
         ctx.api.request("DELETE", path + "?propagationPolicy=Background")
+
+
+def _stuck_pod(ctx: VerifyContext) -> str | None:
+    """``pod <name> on <node>: <reason>: <message>`` of a smoke pod that will not start."""
+    try:
+        pods = ctx.api.get_json(f"/api/v1/namespaces/{SMOKE_NAMESPACE}/pods"
+                                f"?labelSelector=app%3D{SMOKE_NAME}").get("items") or []
+    except ApiError:
+        return None
+    for pod in pods:
+        problem = pod_problem(ctx.api, pod)
+        if problem is not None:
+            node = (pod.get("spec") or {}).get("nodeName") or "unscheduled"
+            return f"pod {pod['metadata']['name']} on {node}: {problem}"
+    return None
 
 
 def _pod_summary(ctx: VerifyContext) -> str:
@@ -187,3 +210,152 @@ def _pod_summary(ctx: VerifyContext) -> str:
                 why = str(waiting.get("reason") or why)
         states.append(why)
     return "pods: " + (", ".join(sorted(states)) or "none created")
+
+
+# --- the pod-network probe (one run shared by the checks below) --------------------------------
+
+
+def _fetch(timeout: float) -> Any:
+    def fetch(url: str) -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                resp.read(1024)
+            return None
+        except (urllib.error.URLError, OSError) as exc:
+            return str(getattr(exc, "reason", exc))
+    return fetch
+
+
+def _probe(ctx: VerifyContext) -> ProbeResult:
+    return ctx.memo.get("pod-probe", lambda: run_probe(
+        ctx.plan, ctx.api, ctx.workload_timeout, _fetch(ctx.timeout)))
+
+
+def _probe_lines(ctx: VerifyContext, target: str, kind: str) -> Outcome | list[Any]:
+    """The target node's probe lines of ``kind``, or the Outcome when there are none."""
+    reason = workload_support(ctx)
+    if reason is not None:
+        return skipped(reason)
+    probe = _probe(ctx)
+    if probe.error is not None:
+        return fail(probe.error, registry_hint(probe.error) or "the probe pods did not run: "
+                    "see the pod named above (`kubectl describe pod`), the node's kubelet and "
+                    "containerd logs, and the CNI")
+    lines = [line for line in probe.lines.get(target, []) if line.kind == kind]
+    if not lines:
+        return fail(f"the client pod on {target} reported no {kind} result",
+                    "its container ended early: `kubectl -n provisioner-verify-* logs` while a "
+                    "verify runs, or the node's containerd log")
+    return lines
+
+
+def pod_network(ctx: VerifyContext, target: str) -> Outcome:
+    """A pod on ``target`` fetches the web pod on every other node by its pod IP."""
+    if len(ctx.plan.nodes) < 2:
+        return skipped("one node only: there is no other node to reach")
+    lines = _probe_lines(ctx, target, "pod")
+    if isinstance(lines, Outcome):
+        return lines
+    _, bad = summarize(lines)
+    if bad:
+        return fail(f"a pod on {target} cannot reach the pods on {', '.join(bad)}",
+                    _network_hint(ctx, target))
+    # Evidence of a pass names nodes only (pod IPs change each run; verify --json is stable).
+    return ok(f"a pod on {target} reached the pods on "
+              f"{', '.join(sorted(line.subject for line in lines))}")
+
+
+def _network_hint(ctx: VerifyContext, target: str) -> str:
+    if ctx.plan.cluster.spec.network.cni == "flannel":
+        return (f"the flannel overlay between {target} and those nodes: the kube-flannel pods "
+                "(`kubectl -n kube-flannel get pods -o wide`), the flannel.1 device and UDP "
+                "8472 between the nodes")
+    return (f"the pod routes between {target} and those nodes: `systemctl status "
+            "provisioner-pod-routes` and `ip route` on both, and forwarding between the nodes")
+
+
+def pod_dns(ctx: VerifyContext, target: str) -> Outcome:
+    """A pod on ``target`` resolves ``kubernetes.default.svc.<domain>`` through cluster DNS."""
+    lines = _probe_lines(ctx, target, "dns")
+    if isinstance(lines, Outcome):
+        return lines
+    line = lines[0]
+    if line.ok:
+        return ok(f"a pod on {target} resolved {line.subject} to {line.detail}")
+    return fail(f"a pod on {target} could not resolve {line.subject}: {line.detail}",
+                f"CoreDNS (`kubectl -n kube-system get pods -l k8s-app=kube-dns -o wide`), "
+                f"kube-proxy on {target} (the DNS Service {ctx.plan.dns_service_ip}) and the "
+                "pod network to the CoreDNS pods")
+
+
+def service_by_name(ctx: VerifyContext, target: str) -> Outcome:
+    """A pod on ``target`` fetches the probe Service by its DNS name and by its ClusterIP."""
+    named = _probe_lines(ctx, target, "svc-name")
+    if isinstance(named, Outcome):
+        return named
+    by_ip = _probe_lines(ctx, target, "svc-ip")
+    if isinstance(by_ip, Outcome):
+        return by_ip
+    name, ip = named[0], by_ip[0]
+    if name.ok and ip.ok:
+        return ok(f"a pod on {target} fetched the probe Service by name and by ClusterIP")
+    if ip.ok:
+        return fail(f"a pod on {target} reached ClusterIP {ip.subject} but not the name "
+                    f"{name.subject}: {name.detail or 'no answer'}",
+                    "cluster DNS: see `pod-dns` and the CoreDNS pods")
+    return fail(f"a pod on {target} cannot reach Service ClusterIP {ip.subject}",
+                f"kube-proxy on {target} (`systemctl status kube-proxy`, its iptables "
+                "KUBE-SERVICES rules) and the pod network to the Service's pods")
+
+
+def service_node_port(ctx: VerifyContext, target: str) -> Outcome:
+    """The controller fetches the probe Service through its NodePort on ``target``."""
+    reason = workload_support(ctx)
+    if reason is not None:
+        return skipped(reason)
+    probe = _probe(ctx)
+    if probe.error is not None and not probe.node_port_errors:
+        return fail(probe.error, registry_hint(probe.error) or "the probe pods did not run")
+    if target not in probe.node_port_errors:
+        return fail(f"no NodePort was allocated for the probe Service on {target}",
+                    "kube-apiserver --service-node-port-range")
+    address = ctx.host(target).address
+    error = probe.node_port_errors[target]
+    if error is None:
+        return ok(f"the probe Service's NodePort on {address} answered the controller")
+    return fail(f"http://{address}:{probe.node_port}/ from the controller: {error}",
+                f"kube-proxy on {target} (iptables KUBE-NODEPORTS) and any firewall between "
+                "the controller and the node")
+
+
+def metrics_api(ctx: VerifyContext, target: str) -> Outcome:
+    """metrics-server serves node and pod metrics (what `kubectl top` reads)."""
+    if not ctx.plan.cluster.spec.addons.metrics_server.enabled:
+        return skipped("spec.addons.metricsServer is disabled")
+    reason = workload_support(ctx)
+    if reason is not None:
+        return skipped(reason)
+    want = {h.name for h in ctx.plan.nodes}
+    deadline = time.monotonic() + ctx.workload_timeout
+    nodes: set[str] = set()
+    pods = 0
+    problem = ""
+    while True:
+        try:
+            items = ctx.api.get_json("/apis/metrics.k8s.io/v1beta1/nodes").get("items") or []
+            nodes = {str(i["metadata"]["name"]) for i in items}
+            pods = len(ctx.api.get_json("/apis/metrics.k8s.io/v1beta1/pods").get("items")
+                       or [])
+            problem = ""
+        except ApiError as exc:
+            problem = str(exc)
+        if (want <= nodes and pods) or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_SECONDS * 2)
+    if want <= nodes and pods:
+        return ok(f"metrics for all {len(want)} nodes and for pods")
+    missing = sorted(want - nodes)
+    return fail(f"metrics API: {problem or 'no metrics for ' + ', '.join(missing or ['pods'])}",
+                "metrics-server (`kubectl -n kube-system logs deploy/metrics-server`): it "
+                "scrapes each kubelet on :10250 with its serving certificate, and the "
+                "apiserver reaches it through the aggregation layer (front-proxy certs)")

@@ -1,0 +1,147 @@
+"""SSH host keys are always verified: static hosts through the user's known_hosts or keys
+recorded by ``--trust-on-first-use``; a changed key is refused before anything is copied.
+
+Runs paramiko against the tiny in-process SSH server of tests/test_verify.py (real SSH on
+loopback; no test double of the protocol)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+
+from provisioner import provision as provision_mod
+from provisioner.plan import Plan, build_plan
+from provisioner.provision import pinned_ssh_args
+from provisioner.render.runner import envvars
+from provisioner.spec import parse
+from provisioner.verify.ssh import (
+    ParamikoRunner,
+    SshUnavailable,
+    known_hosts_files,
+    ssh_settings,
+    trust_on_first_use,
+)
+from tests.test_verify import _ssh_server, _ssh_state
+
+STATIC = """
+apiVersion: provisioner.dev/v1alpha1
+kind: Cluster
+metadata: {name: st}
+spec:
+  provider: {type: static}
+  ssh: {user: root, privateKeyFile: KEY}
+  hosts:
+    - {name: st-cp1, address: 192.168.56.50}
+  controlPlane: {hosts: [st-cp1]}
+"""
+
+
+def _static_plan(key: Path, port: int) -> Plan:
+    base = build_plan(parse(STATIC.replace("KEY", str(key))))
+    hosts = tuple(replace(h, machine=replace(h.machine, address=IPv4Address("127.0.0.1"),
+                                             ssh_port=port)) for h in base.hosts)
+    return replace(base, hosts=hosts)
+
+
+def _hostname(plan: Plan, state: Path) -> str:
+    """``hostname`` on the plan's first host through the runner verify uses."""
+    runner = ParamikoRunner(ssh_settings(plan, state), 3)
+    try:
+        return runner.run(plan.hosts[0], "hostname", 5, False).stdout
+    finally:
+        runner.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty $HOME, so the user's real ~/.ssh/known_hosts plays no part."""
+    h = tmp_path / "home"
+    (h / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(h))
+    return h
+
+
+def test_unknown_static_host_is_refused_until_trusted_on_first_use(tmp_path: Path,
+                                                                   home: Path) -> None:
+    host_key = paramiko.ECDSAKey.generate()
+    state, client_key = _ssh_state(tmp_path)
+    # Sessions that open no channel (the refused login, the key scan) end quickly.
+    port = _ssh_server(host_key, client_key, 3, accept_timeout=2)
+    plan = _static_plan(state / "ssh" / "id_ed25519", port)
+    runner = ParamikoRunner(ssh_settings(plan, state), 3)
+    with pytest.raises(SshUnavailable) as err:
+        runner.run(plan.hosts[0], "hostname", 5, False)
+    runner.close()
+    assert err.value.kind == "hostkey-unknown"
+    assert "--trust-on-first-use" in err.value.hint
+    recorded = trust_on_first_use(plan, state)
+    assert len(recorded) == 1 and "SHA256:" in recorded[0] and "st-cp1" in recorded[0]
+    known = state / "ssh" / "known_hosts"
+    assert known.stat().st_mode & 0o777 == 0o600
+    assert host_key.get_base64() in known.read_text()
+    assert _hostname(plan, state) == "srv\n"
+
+
+def test_a_changed_host_key_is_never_re_recorded(tmp_path: Path, home: Path) -> None:
+    host_key, old = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    state, client_key = _ssh_state(tmp_path)
+    port = _ssh_server(host_key, client_key, 1)
+    known = state / "ssh" / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {old.get_name()} {old.get_base64()}\n")
+    plan = _static_plan(state / "ssh" / "id_ed25519", port)
+    with pytest.raises(SshUnavailable) as err:
+        trust_on_first_use(plan, state)
+    assert err.value.kind == "hostkey-mismatch" and "man-in-the-middle" in err.value.hint
+    assert host_key.get_base64() not in known.read_text()
+
+
+def test_the_users_known_hosts_is_trusted_for_static_hosts(tmp_path: Path, home: Path) -> None:
+    host_key = paramiko.ECDSAKey.generate()
+    state, client_key = _ssh_state(tmp_path)
+    port = _ssh_server(host_key, client_key, 1)
+    (home / ".ssh" / "known_hosts").write_text(
+        f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    plan = _static_plan(state / "ssh" / "id_ed25519", port)
+    assert known_hosts_files(plan, state) == (state / "ssh" / "known_hosts",
+                                              home / ".ssh" / "known_hosts")
+    assert _hostname(plan, state) == "srv\n"
+
+
+def test_ansible_never_switches_checking_off(tmp_path: Path, home: Path) -> None:
+    plan = _static_plan(tmp_path / "key", 22)
+    env = envvars(plan)
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+    assert "StrictHostKeyChecking=yes" in env["ANSIBLE_SSH_ARGS"]
+    assert "/dev/null" not in env["ANSIBLE_SSH_ARGS"]
+    args = pinned_ssh_args(env["ANSIBLE_SSH_ARGS"], known_hosts_files(plan, tmp_path))
+    assert f'UserKnownHostsFile="{tmp_path}/ssh/known_hosts {home}/.ssh/known_hosts"' in args
+    assert args.count("StrictHostKeyChecking") == 1
+
+
+def test_provision_refuses_untrusted_host_keys_before_any_phase(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class MismatchDouble:
+        """Test double of ``ParamikoRunner``: every host presents a changed key."""
+
+        def __init__(self, *args: Any) -> None:
+            pass
+
+        def run(self, host: Any, command: str, timeout: float, root: bool) -> Any:
+            raise SshUnavailable(host.name, "hostkey-mismatch", "host key differs",
+                                 "check its fingerprint")
+
+        def close(self) -> None:
+            pass
+
+    from tests.test_identity import _state
+    plan, sdir, rendered = _state(tmp_path, "s")
+    monkeypatch.setattr("provisioner.verify.ssh.ParamikoRunner", MismatchDouble)
+    with pytest.raises(provision_mod.ProvisionError) as err:
+        provision_mod._check_identity(plan, sdir, rendered)
+    assert "not trusted; nothing was changed" in str(err.value)
+    assert "idt-cp1: host key differs" in str(err.value)
