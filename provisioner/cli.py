@@ -80,8 +80,17 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     only: Annotated[list[str] | None, typer.Option(help="Show only these phases.")] = None,
     skip: Annotated[list[str] | None, typer.Option(help="Leave out these phases.")] = None,
+    diff: Annotated[bool, typer.Option(
+        "--diff", help="Compare every host with the plan and show, per host, the files, "
+        "binaries and services a provision would change (unified diffs for text files; "
+        "secrets only as changed) and the restarts that would follow. Changes nothing. "
+        "Exit 0: no changes; 2: changes; 1: error.")] = False,
+    state_dir: StateDir = None,
 ) -> None:
     """Show hosts and roles, components, PKI, artifacts and the ordered phases."""
+    if diff:
+        _plan_diff(file, split_list(only), split_list(skip), state_dir, as_json)
+        return
     p = plan_or_exit(file)
     try:
         selected = select_phases(p, split_list(only), split_list(skip))
@@ -94,6 +103,20 @@ def plan(
     sys.stdout.write(plan_text(p))
     if only or skip:
         typer.echo("\nSelected: " + ", ".join(ph.name for ph in selected))
+
+
+def _plan_diff(file: Path, only: list[str] | None, skip: list[str] | None,
+               state_dir: Path | None, as_json: bool) -> None:
+    from provisioner.provision import ProvisionError, plan_diff
+
+    load_or_exit(file, require_files=True)
+    try:
+        result = plan_diff(file, only, skip, state_dir)
+    except ProvisionError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    sys.stdout.write(result.json if as_json else result.text)
+    raise typer.Exit(2 if result.changed_hosts else 0)
 
 
 @app.command()

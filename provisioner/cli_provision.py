@@ -1,23 +1,28 @@
 """``provisioner provision`` and ``provisioner status``: converge hosts, show the last run.
 
 Scope: thin typer commands over ``provisioner.provision``. ``provision`` shows a live table on a
-terminal (plain lines otherwise), then a per-host summary; it exits 1 with the failing phase,
-host, task and message when a phase fails, 2 on a bad ``--only``/``--skip``.
+terminal (one line per phase otherwise; ``-v`` adds every task's start and end), or with
+``--json`` writes JSON Lines events to stdout (human messages to stderr); then a summary
+(phases with their time and changed counts, hosts, slowest tasks: tables on a terminal, plain
+text otherwise). It exits 1 with the failing phase, host, task and message when a phase
+fails, 2 on a bad ``--only``/``--skip``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Annotated, NoReturn
 
 import typer
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 
 from provisioner.cli_options import SpecFile, StateDir, split_list
-from provisioner.execute import LiveProgress, progress_for
+from provisioner.execute import JsonProgress, progress_for
 from provisioner.provision import ProvisionError, ProvisionResult, last_summary, provision
 from provisioner.state import ENV_ROOT, cluster_dir
 from provisioner.verify import table as verify_table
@@ -34,13 +39,80 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+PHASE_HEADERS = ("phase", "hosts", "changed", "failed", "time", "result")
+HOST_HEADERS = ("host", "ok", "changed", "failed", "unreachable", "skipped")
+SLOW_HEADERS = ("time", "phase", "host", "task")
+
+
+def _phase_rows(result: ProvisionResult) -> list[list[str]]:
+    return [[p.phase, str(len(p.hosts)), str(p.changed),
+             str(sum(h.failed + h.unreachable for h in p.hosts.values())), f"{p.seconds:.1f}s",
+             "ok" if p.succeeded else f"FAILED ({p.status})"] for p in result.phases]
+
+
+def _host_rows(result: ProvisionResult) -> list[list[str]]:
+    return [[h.host, str(h.ok), str(h.changed), str(h.failed), str(h.unreachable),
+             str(h.skipped)] for h in result.host_totals().values()]
+
+
+def _slow_rows(result: ProvisionResult) -> list[list[str]]:
+    return [[f"{t.seconds:.1f}s", t.phase, t.host, t.task] for t in result.slowest()]
+
+
+def _table(title: str, headers: Sequence[str], rows: list[list[str]],
+           names: Sequence[int]) -> Table:
+    """A summary table; the ``names`` columns left-aligned, the others (numbers, times)
+    right-aligned. Cells are plain text: task names may hold ``[...]``, which is no markup."""
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE)
+    for i, name in enumerate(headers):
+        table.add_column(name, justify="left" if i in names else "right")
+    for row in rows:
+        table.add_row(*(Text(c) for c in row))
+    return table
+
+
 def summary_table(result: ProvisionResult) -> Table:
     """Per-host ok/changed/failed/unreachable/skipped over all phases that ran."""
-    table = Table("host", "ok", "changed", "failed", "unreachable", "skipped", box=box.SIMPLE)
-    for h in result.host_totals().values():
-        table.add_row(h.host, str(h.ok), str(h.changed), str(h.failed), str(h.unreachable),
-                      str(h.skipped))
-    return table
+    return _table("hosts", HOST_HEADERS, _host_rows(result), (0,))
+
+
+def summary_tables(result: ProvisionResult) -> RenderableType:
+    """The run summary for a terminal: phases (time, changed), hosts, slowest tasks."""
+    parts: list[RenderableType] = [
+        _table("phases", PHASE_HEADERS, _phase_rows(result), (0, 5)), summary_table(result)]
+    slow = _slow_rows(result)
+    if slow:
+        parts.append(_table("slowest tasks", SLOW_HEADERS, slow, (1, 2, 3)))
+    return Group(*parts)
+
+
+def _columns(headers: Sequence[str], rows: list[list[str]], names: Sequence[int]) -> list[str]:
+    """Aligned plain-text columns, two spaces apart, indented by two; ``names`` columns
+    left-aligned, the others right-aligned."""
+    cells = [list(headers), *rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return ["  " + "  ".join(c.ljust(w) if i in names else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+            for r in cells]
+
+
+def summary_text(result: ProvisionResult) -> list[str]:
+    """The run summary as plain lines (logs, CI): the same three tables without boxes."""
+    lines = ["phases:", *_columns(PHASE_HEADERS, _phase_rows(result), (0, 5)),
+             "hosts:", *_columns(HOST_HEADERS, _host_rows(result), (0,))]
+    slow = _slow_rows(result)
+    if slow:
+        lines += ["slowest tasks:", *_columns(SLOW_HEADERS, slow, (1, 2, 3))]
+    return lines
+
+
+def print_summary(console: Console, result: ProvisionResult) -> None:
+    """Tables on a terminal, plain text otherwise."""
+    if console.is_terminal:
+        console.print(summary_tables(result))
+        return
+    for line in summary_text(result):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("provision")
@@ -62,30 +134,47 @@ def provision_cmd(
         "--trust-on-first-use", help="For static hosts whose SSH host key no known_hosts "
         "file holds: record it in the cluster's state and print its fingerprint (a host "
         "presenting a key other than the recorded one is still refused).")] = False,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Run every selected phase on all its hosts, even where the survey "
+        "found a host already matching the plan (by default a phase runs only on the "
+        "hosts that differ in it).")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Show every task's start and end on each host, with its "
+        "status and seconds.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Write progress as JSON Lines to stdout (one event a line: "
+        "phase_started, task_started, task_finished, phase_finished, note, and last the "
+        "run summary); human messages go to stderr.")] = False,
 ) -> None:
-    """Converge the hosts: the selected phases' playbooks, in order, stopping at a failure."""
-    progress = progress_for(out)
+    """Converge the hosts: one survey finds what differs from the plan, then the selected
+    phases' playbooks run where something differs, in order, stopping at a failure."""
+    # With --json, stdout carries only the events; everything for people goes to stderr.
+    human = err if as_json else out
+    progress = progress_for(human, verbose=verbose, json_stream=sys.stdout if as_json else None)
     try:
         with progress:
             result = provision(file, split_list(only), split_list(skip), state_dir, not no_machines,
-                               progress, replace_identity, trust_on_first_use)
+                               progress, replace_identity, trust_on_first_use, full)
     except ProvisionError as exc:
         _fail(f"error: {exc}", exc.exit_code)
-    if isinstance(progress, LiveProgress) or result.phases:
-        out.print(summary_table(result))
+    if isinstance(progress, JsonProgress):
+        progress.summary(result.to_json())
+    if result.phases:
+        print_summary(human, result)
     for phase, reason in result.skipped:
-        out.print(f"skipped {phase}: {reason}", markup=False, highlight=False)
+        human.print(f"skipped {phase}: {reason}", markup=False, highlight=False)
     word = "succeeded" if result.succeeded else "FAILED"
-    out.print(f"provision {word}: {len(result.phases)} phases, {result.changed} changed tasks, "
-              f"{result.seconds:.1f}s; run {result.run_dir}", markup=False, highlight=False)
+    human.print(f"provision {word}: {len(result.phases)} phases, {result.changed} changed "
+                f"tasks, {result.seconds:.1f}s; run {result.run_dir}", markup=False,
+                highlight=False)
     if result.verify:
-        out.print(verify_table(list(result.verify)))
+        human.print(verify_table(list(result.verify)))
     if result.failure is not None:
         _fail(f"failed: {result.failure}")
     if result.admin_kubeconfig is not None:
-        out.print(f"admin kubeconfig: {result.admin_kubeconfig} (secret, 0600); use it with\n"
-                  f"  kubectl --kubeconfig {result.admin_kubeconfig} get nodes",
-                  markup=False, highlight=False)
+        human.print(f"admin kubeconfig: {result.admin_kubeconfig} (secret, 0600); use it with\n"
+                    f"  kubectl --kubeconfig {result.admin_kubeconfig} get nodes",
+                    markup=False, highlight=False)
 
 
 @app.command("status")

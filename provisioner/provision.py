@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import secrets
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.artifacts import artifacts_extravars, fetch
+from provisioner.converge import HostSurvey, HostWant, survey_json
+from provisioner.converge import targets as phase_hosts
 from provisioner.execute import (
     EVENTS_FILE,
     ExecuteError,
@@ -37,12 +40,20 @@ from provisioner.execute.runner import rendered_envvars
 from provisioner.plan import Phase, PhaseSelectionError, Plan, build_plan, select_phases
 from provisioner.providers.base import ProviderError
 from provisioner.providers.connections import read_connections
+from provisioner.render.tree import RenderedTree
 from provisioner.spec import SpecError, load_file
 from provisioner.state import ENV_ROOT, cluster_dir, private_dir, state_root, write_private
 from provisioner.verify import CheckResult, summary_line, to_json, verify
-from provisioner.verify.ssh import ansible_known_hosts_args, known_hosts_files
+from provisioner.verify.ssh import (
+    ParamikoRunner,
+    SshRunner,
+    ansible_known_hosts_args,
+    known_hosts_files,
+    ssh_settings,
+)
 
 SUMMARY_FILE = "summary.json"
+SURVEY_FILE = "survey.json"
 # Providers that make their machines (``up`` before the phases, pinned host keys).
 MADE_MACHINES = ("nspawn", "vagrant")
 # Phases whose playbook belongs to a later issue: skipped with this reason, not failed.
@@ -90,6 +101,9 @@ class ProvisionResult:
     notes: tuple[str, ...] = field(default=())
     verify: tuple[CheckResult, ...] = field(default=())
     admin_kubeconfig: Path | None = None
+    survey: dict[str, int] = field(default_factory=dict)
+    """Host -> how many differences the survey found before the phases (0: converged)."""
+    full: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -137,6 +151,8 @@ class ProvisionResult:
             "notes": list(self.notes),
             "verify": summary_line(list(self.verify)) if self.verify else None,
             "admin_kubeconfig": str(self.admin_kubeconfig) if self.admin_kubeconfig else None,
+            "survey": dict(self.survey),
+            "full": self.full,
         }
 
 
@@ -221,7 +237,7 @@ def _artifact_extravars(plan: Plan, selected: tuple[Phase, ...], spec_dir: Path
     return dict(artifacts_extravars(fetched))
 
 
-def _render(plan: Plan, sdir: Path, spec_dir: Path) -> Path:
+def _render(plan: Plan, sdir: Path, spec_dir: Path) -> tuple[Path, RenderedTree]:
     from provisioner.render.material import MaterialError, prepare, write_admin_kubeconfig
     from provisioner.render.tree import render, write_tree
 
@@ -234,44 +250,113 @@ def _render(plan: Plan, sdir: Path, spec_dir: Path) -> Path:
         raise ProvisionError(str(exc)) from None
     out = sdir / "rendered"
     write_tree(tree, out)
-    return out
+    return out, tree
 
 
-def _check_identity(plan: Plan, sdir: Path, rendered: Path) -> None:
-    """Refuse, before any phase runs, to push this state directory's CAs and keys onto hosts
-    that hold another cluster identity (``provisioner.pki.identity``). Hosts that do not
-    answer SSH here are left to the phases, which report them unreachable."""
-    from concurrent.futures import ThreadPoolExecutor
+def _survey(plan: Plan, sdir: Path, tree: RenderedTree, selected: tuple[Phase, ...],
+            artifacts: dict[str, Any], runner: SshRunner
+            ) -> tuple[dict[str, HostWant], dict[str, HostSurvey]]:
+    """One parallel round trip to every host: what it holds against what the selected
+    phases want (``provisioner.converge``), and its cluster identity. Untrusted host keys are
+    refused here, before any phase runs."""
+    from provisioner.converge import desired, survey
+    from provisioner.execute.runner import PLAYBOOKS
+    from provisioner.verify.ssh import SshUnavailable
 
-    from provisioner.pki.identity import IDENTITY_PATH, differences, parse_identity
-    from provisioner.verify.ssh import ParamikoRunner, SshUnavailable, ssh_settings
-
-    first = plan.hosts[0].name
-    want = parse_identity((rendered / "hosts" / first / IDENTITY_PATH.lstrip("/")).read_text())
-    runner = ParamikoRunner(ssh_settings(plan, sdir), 10.0)
-
-    key_problems: list[SshUnavailable] = []
-
-    def read(host: Any) -> tuple[str, dict[str, str] | None]:
-        try:
-            result = runner.run(host, f"cat {IDENTITY_PATH} 2>/dev/null || true", 15.0, False)
-        except SshUnavailable as exc:
-            if exc.kind in ("hostkey-unknown", "hostkey-mismatch"):
-                key_problems.append(exc)
-            return host.name, None
-        return host.name, parse_identity(result.stdout)
-
-    try:
-        with ThreadPoolExecutor(max_workers=min(16, len(plan.hosts))) as pool:
-            held = dict(pool.map(read, plan.hosts))
-    finally:
-        runner.close()
+    names = [n for p in selected for n in [p.name, *(c.name for c in p.walk()[1:])]]
+    wants = desired(plan, tree, names, artifacts, sdir / "cache" / "unpacked", PLAYBOOKS)
+    # Hosts no selected phase touches are still asked for their identity.
+    wants = {h.name: wants.get(h.name) or HostWant(h.name) for h in plan.hosts}
+    found = survey(wants, plan, runner)
+    key_problems = [s.error for s in found.values() if isinstance(s.error, SshUnavailable)
+                    and s.error.kind in ("hostkey-unknown", "hostkey-mismatch")]
     if key_problems:
         raise ProvisionError(
             "SSH host keys are not trusted; nothing was changed:\n" + "\n".join(
                 f"  {e.host}: {e.detail}\n    fix: {e.hint}"
                 for e in sorted(key_problems, key=lambda e: e.host)))
-    found = {h: have for h, have in held.items() if have}
+    return wants, found
+
+
+@dataclass(frozen=True)
+class PlanDiff:
+    """What ``plan --diff`` found: the report and how many hosts would change."""
+
+    text: str
+    json: str
+    changed_hosts: int
+
+
+def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
+              state_dir: Path | None) -> PlanDiff:
+    """Render the spec from the cluster's state and compare every host with it, changing
+    nothing: the PKI is prepared in a temporary copy of the state (a certificate that a
+    provision would reissue shows as a change), and hosts are only read."""
+    import shutil
+    import tempfile
+
+    from provisioner.converge.diff import diff_json, diff_text
+    from provisioner.render.material import MaterialError, prepare
+    from provisioner.render.tree import render
+    from provisioner.verify.ssh import ParamikoRunner, ssh_settings
+
+    if state_dir is not None:
+        os.environ[ENV_ROOT] = str(state_dir)
+    try:
+        plan = build_plan(load_file(spec_file, require_files=True))
+    except SpecError as exc:
+        raise ProvisionError(str(exc)) from None
+    try:
+        selected = select_phases(plan, only, skip)
+    except PhaseSelectionError as exc:
+        raise ProvisionError(str(exc), exit_code=2) from None
+    spec_dir = spec_file.resolve().parent
+    sdir = (state_dir if state_dir is not None else state_root()) / "clusters" / plan.name
+    if not (sdir / "pki" / "ca.crt").is_file():
+        return PlanDiff(
+            f"cluster {plan.name} has no state in {sdir}: nothing was provisioned from this "
+            f"state directory, so a provision would install everything on all "
+            f"{len(plan.hosts)} host(s)\n", json.dumps({"changed_hosts": len(plan.hosts),
+                                                        "hosts": {}, "state": None}) + "\n",
+            len(plan.hosts))
+    key = None if plan.cluster.spec.provider.type == "static" else sdir / "ssh" / "id_ed25519"
+    with tempfile.TemporaryDirectory(prefix="provisioner-diff-") as tmp:
+        copy = Path(tmp) / "state"
+        private_dir(copy)
+        for sub in ("pki", "secrets"):
+            if (sdir / sub).is_dir():
+                shutil.copytree(sdir / sub, copy / sub)
+        try:
+            material, _ = prepare(plan, copy, spec_dir)
+            tree = render(plan, material, key, read_connections(sdir))
+        except MaterialError as exc:
+            raise ProvisionError(str(exc)) from None
+    artifacts = _artifact_extravars(plan, selected, spec_dir)["provisioner_artifacts"]
+    runner = ParamikoRunner(ssh_settings(plan, sdir), 10.0)
+    try:
+        wants, surveys = _survey(plan, sdir, tree, selected, artifacts, runner)
+
+        def fetch_text(host: str, path: str) -> str | None:
+            got = runner.run(plan.host(host), f"cat -- {shlex.quote(path)}", 30.0, True)
+            return got.stdout if got.exit_status == 0 else None
+
+        text = diff_text(wants, surveys, fetch_text)
+    finally:
+        runner.close()
+    changed = sum(1 for s in surveys.values() if s.differences)
+    return PlanDiff(text, diff_json(wants, surveys), changed)
+
+
+def _check_identity(plan: Plan, sdir: Path, rendered: Path,
+                    surveys: dict[str, HostSurvey]) -> None:
+    """Refuse, before any phase runs, to push this state directory's CAs and keys onto hosts
+    that hold another cluster identity (``provisioner.pki.identity``), as the survey read
+    it. Hosts that did not answer are left to the phases, which report them unreachable."""
+    from provisioner.pki.identity import IDENTITY_PATH, differences, parse_identity
+
+    first = plan.hosts[0].name
+    want = parse_identity((rendered / "hosts" / first / IDENTITY_PATH.lstrip("/")).read_text())
+    found = {h: have for h, s in surveys.items() if (have := parse_identity(s.identity))}
     clashes = {h: d for h, have in found.items() if (d := differences(have, want))}
     if not clashes:
         return
@@ -285,6 +370,21 @@ def _check_identity(plan: Plan, sdir: Path, rendered: Path) -> None:
         "it). To replace the cluster's CAs and keys on purpose (every component and client "
         "gets new certificates; Secrets encrypted with the old key become unreadable), run "
         "provision again with --replace-identity.")
+
+
+def _report_survey(surveys: dict[str, HostSurvey], targets: dict[str, list[str]] | None,
+                   seconds: float, progress: ProgressSink) -> None:
+    differing = {h: s for h, s in surveys.items() if s.differences}
+    progress.note(f"survey: {len(surveys)} hosts in {seconds:.1f}s, "
+                  f"{len(surveys) - len(differing)} converged"
+                  + (f", {len(differing)} differ" if differing else ""))
+    for name, s in sorted(differing.items()):
+        first = s.differences[0] if s.error is None else None
+        why = str(s.error) if s.error is not None else str(first)
+        more = len(s.differences) - 1 if s.error is None else 0
+        progress.note(f"  {name}: {why}" + (f" (+{more} more)" if more > 0 else ""))
+    if targets is None:
+        progress.note("--full: every selected phase runs on all its hosts")
 
 
 def _record_host_keys(plan: Plan, sdir: Path, progress: ProgressSink) -> None:
@@ -327,6 +427,7 @@ def provision(
     progress: ProgressSink,
     replace_identity: bool = False,
     trust_on_first_use: bool = False,
+    full: bool = False,
 ) -> ProvisionResult:
     """Converge the hosts of ``spec_file``: the selected phases, in order, stopping at the
     first failure. ``machines`` brings the provider's machines up first (nspawn, vagrant).
@@ -334,6 +435,11 @@ def provision(
     Raises ``ProvisionError`` when the run cannot start (bad spec or selection, machines,
     PKI, artifacts, lock, or hosts that hold another cluster's identity unless
     ``replace_identity``); a failed phase is reported in the result, not raised.
+
+    Before any phase, one survey compares every host with what the selected phases want;
+    a phase then runs only on the hosts that differ in it (on all its hosts for a
+    cluster-wide phase), so a converged cluster costs one round trip. ``full`` runs every
+    selected phase on all its hosts.
     """
     started = time.monotonic()
     if state_dir is not None:
@@ -353,16 +459,25 @@ def provision(
     with cluster_lock(sdir):
         if machines and plan.cluster.spec.provider.type in MADE_MACHINES:
             _machines_up(plan, progress)
-        rendered = _render(plan, sdir, spec_dir)
+        rendered, tree = _render(plan, sdir, spec_dir)
         if trust_on_first_use:
             _record_host_keys(plan, sdir, progress)
-        if not replace_identity:
-            _check_identity(plan, sdir, rendered)
         base_vars: dict[str, Any] = {
             "provisioner_rendered_dir": str((rendered / "hosts").resolve()),
             "provisioner_selected": [p.name for p in selected],
             **_artifact_extravars(plan, selected, spec_dir),
         }
+        surveyed = time.monotonic()
+        runner = ParamikoRunner(ssh_settings(plan, sdir), 10.0)
+        try:
+            _, surveys = _survey(plan, sdir, tree, selected,
+                                 base_vars.get("provisioner_artifacts", {}), runner)
+        finally:
+            runner.close()
+        if not replace_identity:
+            _check_identity(plan, sdir, rendered, surveys)
+        targets = None if full else phase_hosts(plan, surveys)
+        _report_survey(surveys, targets, time.monotonic() - surveyed, progress)
         pdd = rendered / "runner"
         rendered_args = rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", "")
         # Extra vars outrank env/envvars for the ssh plugin's ``ssh_args`` option: every
@@ -372,10 +487,11 @@ def provision(
         run_id = new_run_id()
         base_vars["provisioner_run_id"] = run_id
         run_dir = private_dir(sdir / "runs" / run_id)
+        write_private(run_dir / SURVEY_FILE, survey_json(surveys).encode())
         for note in notes:
             progress.note(note)
         results, skipped, failure = _run_phases(plan, selected, pdd, base_vars, run_dir,
-                                                progress)
+                                                progress, targets)
         checks: list[CheckResult] = []
         if failure is None and any(p.name == "verify" for p in selected):
             checks, failure = _verify(plan, sdir, run_dir, progress)
@@ -385,7 +501,8 @@ def provision(
             selected=tuple(p.name for p in selected), phases=tuple(results),
             skipped=tuple(skipped), seconds=time.monotonic() - started, failure=failure,
             notes=tuple(notes), verify=tuple(checks),
-            admin_kubeconfig=admin if admin.exists() else None)
+            admin_kubeconfig=admin if admin.exists() else None,
+            survey={h: len(sv.differences) for h, sv in sorted(surveys.items())}, full=full)
         write_private(run_dir / SUMMARY_FILE,
                       (json.dumps(result.to_json(), indent=1) + "\n").encode())
         (run_dir / EVENTS_FILE).touch(mode=0o600)
@@ -399,6 +516,7 @@ def _run_phases(
     base_vars: dict[str, Any],
     run_dir: Path,
     progress: ProgressSink,
+    targets: dict[str, list[str]] | None = None,
 ) -> tuple[list[PhaseResult], list[tuple[str, str]], Failure | None]:
     results: list[PhaseResult] = []
     skipped: list[tuple[str, str]] = []
@@ -410,6 +528,9 @@ def _run_phases(
         if top.name == "verify":
             continue  # not a playbook: the checks run from the controller after the phases
         reason = None if hosts else "no hosts"
+        if reason is None and targets is not None:
+            hosts = [h for h in hosts if h in targets.get(top.name, ())]
+            reason = None if hosts else "converged"
         if reason is not None:
             skipped.append((top.name, reason))
             progress.note(f"phase {top.name}: skipped, {reason}")

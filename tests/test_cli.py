@@ -75,7 +75,18 @@ def test_plan_only_and_skip() -> None:
 
 def test_render_writes_tree(tmp_path: Path, state_root: Path) -> None:
     """render writes host files, manifests and the runner dir; secrets 0600, state 0700."""
-    spec = str(ROOT / "inventories" / "nspawn-3cp-2w.yaml")
+    # The lab spec names the lab registry's CA and password, which `make lab-registry`
+    # writes: a copy beside files of its own renders on a fresh checkout too.
+    lab = tmp_path / "lab"
+    (lab / ".provisioner" / "lab-registry").mkdir(parents=True)
+    (lab / "inventories").mkdir()
+    golden = ROOT / "tests" / "golden" / "3cp-2w"
+    registry = lab / ".provisioner" / "lab-registry"
+    (registry / "password").write_bytes((golden / "hub-password.txt").read_bytes())
+    (registry / "ca.crt").write_bytes((golden / "hub-ca.pem").read_bytes())
+    spec_file = lab / "inventories" / "nspawn-3cp-2w.yaml"
+    spec_file.write_text((ROOT / "inventories" / "nspawn-3cp-2w.yaml").read_text())
+    spec = str(spec_file)
     out = tmp_path / "out"
     result = runner.invoke(app, ["render", spec, "--out", str(out)])
     assert result.exit_code == 0, result.output

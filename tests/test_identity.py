@@ -1,16 +1,17 @@
 """The cluster's identity: fingerprints on every host, and provision refusing to push another.
 
-``SshDouble`` stands in for the SSH runner: the identity check must run before any phase,
-so this test never reaches a phase (a refusal raises before the playbooks)."""
+The identity check reads what the survey found on each host (``provisioner.converge``) and
+must run before any phase, so these tests never reach a phase."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from provisioner import provision as provision_mod
+from provisioner.converge import HostSurvey
 from provisioner.execute import LineProgress
 from provisioner.pki.identity import (
     IDENTITY_PATH,
@@ -23,7 +24,6 @@ from provisioner.plan import build_plan
 from provisioner.render.material import prepare
 from provisioner.render.tree import render
 from provisioner.spec import parse
-from provisioner.verify.ssh import CommandResult, SshUnavailable
 
 SPEC = """
 apiVersion: provisioner.dev/v1alpha1
@@ -65,22 +65,11 @@ def test_every_host_gets_the_identity_file(tmp_path: Path) -> None:
         assert parse_identity(ident[0].content.decode()) == fingerprints(plan, material)
 
 
-class SshDouble:
-    """Test double of ``ParamikoRunner``: each host answers with a scripted identity file."""
-
-    answers: ClassVar[dict[str, str | None]] = {}
-
-    def __init__(self, *args: Any) -> None:
-        pass
-
-    def run(self, host: Any, command: str, timeout: float, root: bool) -> CommandResult:
-        answer = self.answers.get(host.name)
-        if answer is None:
-            raise SshUnavailable(host.name, "refused", "connection refused", "")
-        return CommandResult(0, answer, "")
-
-    def close(self) -> None:
-        pass
+def _surveys(answers: dict[str, str | None]) -> dict[str, HostSurvey]:
+    """What a survey of each host found: its identity file's text, or no answer (None)."""
+    return {h: HostSurvey(h, None if a is None else {"identity": a},
+                          error=None if a is not None else "connection refused")
+            for h, a in answers.items()}
 
 
 def _state(tmp_path: Path, name: str) -> tuple[Any, Path, Path]:
@@ -98,18 +87,17 @@ def test_hosts_holding_another_identity_are_refused(tmp_path: Path,
     plan, sdir, rendered = _state(tmp_path, "second")
     _, _, first_rendered = _state(tmp_path, "first")
     theirs = (first_rendered / "hosts" / "idt-cp1" / IDENTITY_PATH.lstrip("/")).read_text()
-    monkeypatch.setattr("provisioner.verify.ssh.ParamikoRunner", SshDouble)
-    SshDouble.answers = {"idt-cp1": theirs, "idt-w1": None}
     with pytest.raises(provision_mod.ProvisionError) as err:
-        provision_mod._check_identity(plan, sdir, rendered)
+        provision_mod._check_identity(plan, sdir, rendered,
+                                      _surveys({"idt-cp1": theirs, "idt-w1": None}))
     text = str(err.value)
     assert "idt-cp1: holds another ca/ca" in text and "idt-w1" not in text
     assert "nothing was changed" in text and "--replace-identity" in text
     assert "--state-dir" in text
     # A host holding this state's own identity, or none yet, passes.
     ours = (rendered / "hosts" / "idt-cp1" / IDENTITY_PATH.lstrip("/")).read_text()
-    SshDouble.answers = {"idt-cp1": ours, "idt-w1": ""}
-    provision_mod._check_identity(plan, sdir, rendered)
+    provision_mod._check_identity(plan, sdir, rendered,
+                                  _surveys({"idt-cp1": ours, "idt-w1": ""}))
 
 
 def test_provision_checks_identity_before_any_phase(tmp_path: Path,
@@ -129,6 +117,7 @@ def test_provision_checks_identity_before_any_phase(tmp_path: Path,
     monkeypatch.setattr(provision_mod, "_check_identity", refuse)
     monkeypatch.setattr(provision_mod, "_run_phases", phases)
     monkeypatch.setattr(provision_mod, "_artifact_extravars", lambda *a: {})
+    monkeypatch.setattr(provision_mod, "_survey", lambda *a: ({}, {}))
     with pytest.raises(provision_mod.ProvisionError):
         provision_mod.provision(spec, None, None, tmp_path / "st", False,
                                 LineProgress(open("/dev/null", "w")))  # noqa: SIM115

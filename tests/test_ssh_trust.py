@@ -131,17 +131,22 @@ def test_provision_refuses_untrusted_host_keys_before_any_phase(
         def __init__(self, *args: Any) -> None:
             pass
 
-        def run(self, host: Any, command: str, timeout: float, root: bool) -> Any:
+        def run(self, host: Any, command: str, timeout: float, root: bool,
+                stdin: bytes | None = None) -> Any:
             raise SshUnavailable(host.name, "hostkey-mismatch", "host key differs",
                                  "check its fingerprint")
 
         def close(self) -> None:
             pass
 
-    from tests.test_identity import _state
-    plan, sdir, rendered = _state(tmp_path, "s")
-    monkeypatch.setattr("provisioner.verify.ssh.ParamikoRunner", MismatchDouble)
+    from provisioner.render.material import prepare
+    from provisioner.render.tree import render
+    from tests.test_identity import SPEC
+    plan = build_plan(parse(SPEC))
+    material, _ = prepare(plan, tmp_path / "s", tmp_path)
+    tree = render(plan, material, None)
+    # The survey is the first contact with the hosts: it refuses before any phase.
     with pytest.raises(provision_mod.ProvisionError) as err:
-        provision_mod._check_identity(plan, sdir, rendered)
+        provision_mod._survey(plan, tmp_path / "s", tree, plan.phases, {}, MismatchDouble())
     assert "not trusted; nothing was changed" in str(err.value)
     assert "idt-cp1: host key differs" in str(err.value)

@@ -113,6 +113,12 @@ def provisioner_stale(
     return stale
 
 
+def provisioner_pack_items(entries: list[dict[str, Any]], src_root: str) -> list[dict[str, Any]]:
+    """Manifest entries as the pack script's items: {src (controller file), dest, mode}."""
+    return [{"src": os.path.join(src_root, e["src"]), "dest": e["path"], "mode": e["mode"]}
+            for e in entries]
+
+
 ROLLOUT_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
 
 
@@ -158,5 +164,6 @@ class FilterModule:
             "provisioner_foreign_ports": provisioner_foreign_ports,
             "provisioner_probe_script": provisioner_probe_script,
             "provisioner_stale": provisioner_stale,
+            "provisioner_pack_items": provisioner_pack_items,
             "provisioner_rollouts": provisioner_rollouts,
         }

@@ -8,9 +8,12 @@ which playbooks run where.
 from provisioner.execute.events import EVENTS_FILE, EventRecorder, slowest_tasks
 from provisioner.execute.model import Failure, HostResult, PhaseResult, TaskTiming
 from provisioner.execute.progress import (
+    CompactProgress,
+    JsonProgress,
     LineProgress,
     LiveProgress,
     NullProgress,
+    Progress,
     ProgressSink,
     progress_for,
 )
@@ -19,14 +22,17 @@ from provisioner.execute.runner import PLAYBOOKS, ExecuteError, link_project, ru
 __all__ = [
     "EVENTS_FILE",
     "PLAYBOOKS",
+    "CompactProgress",
     "EventRecorder",
     "ExecuteError",
     "Failure",
     "HostResult",
+    "JsonProgress",
     "LineProgress",
     "LiveProgress",
     "NullProgress",
     "PhaseResult",
+    "Progress",
     "ProgressSink",
     "TaskTiming",
     "link_project",

@@ -51,8 +51,10 @@ class SshUnavailable(Exception):
 class SshRunner(Protocol):
     """Runs a command on a host; raises ``SshUnavailable`` when it cannot log in."""
 
-    def run(self, host: HostPlan, command: str, timeout: float, root: bool) -> CommandResult:
-        """Run ``command`` (through ``sudo -n`` when ``root`` and the login is not root)."""
+    def run(self, host: HostPlan, command: str, timeout: float, root: bool,
+            stdin: bytes | None = None) -> CommandResult:
+        """Run ``command`` (through ``sudo -n`` when ``root`` and the login is not root),
+        feeding it ``stdin`` when given."""
         ...
 
     def close(self) -> None:
@@ -267,16 +269,19 @@ class ParamikoRunner:
                                  f"is {host.name} up and reachable from here?") from None
         return client
 
-    def run(self, host: HostPlan, command: str, timeout: float, root: bool = False
-            ) -> CommandResult:
+    def run(self, host: HostPlan, command: str, timeout: float, root: bool = False,
+            stdin: bytes | None = None) -> CommandResult:
         """See ``SshRunner.run``."""
         client = self._client(host)
         user = self._settings[host.name].user
         if root and user != "root":
             command = "sudo -n sh -c " + shlex.quote(command)
         try:
-            stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
-            stdin.close()
+            sin, stdout, stderr = client.exec_command(command, timeout=timeout)
+            if stdin:
+                sin.write(stdin)
+                sin.channel.shutdown_write()
+            sin.close()
             out = stdout.read().decode("utf-8", "replace")
             err = stderr.read().decode("utf-8", "replace")
             status = stdout.channel.recv_exit_status()

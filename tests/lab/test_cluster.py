@@ -33,7 +33,13 @@ from provisioner.provision import ProvisionError, ProvisionResult
 from provisioner.state import cluster_dir
 from provisioner.verify import CheckResult, to_json, verify
 from tests.fixtures.built_artifacts import LAB_SOURCE
-from tests.fixtures.lab_cluster import failing, provisioned, run_provision
+from tests.fixtures.lab_cluster import (
+    assert_ansible_idempotent,
+    assert_converged,
+    failing,
+    provisioned,
+    run_provision,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -158,10 +164,41 @@ def test_the_real_programs_serve_the_cluster(cluster: Cluster) -> None:
 
 
 def test_second_provision_changes_nothing(cluster: Cluster) -> None:
-    """The idempotency gate over every phase."""
-    assert cluster.second.succeeded, cluster.second.failure
-    changed = {h: r.changed for h, r in cluster.second.host_totals().items()}
-    assert changed == dict.fromkeys(changed, 0) and len(changed) == 5, changed
+    """The idempotency gate: the second run's survey finds all 5 hosts converged, so no
+    phase runs; and every phase run on every host anyway (--full) changes nothing."""
+    assert_converged(cluster.second, 5)
+    assert_ansible_idempotent(run_provision(cluster.spec, full=True), 5)
+
+
+def test_drift_is_shown_by_plan_diff_and_repaired(cluster: Cluster) -> None:
+    """A hand-edited managed file on one host and a stopped kubelet on another: `plan
+    --diff` reports both (a unified diff for the file, the restarts that follow) and exits
+    2; the next provision repairs both, running only where they are; a third run reports
+    zero changes, and `plan --diff` exits 0."""
+    path = "/var/lib/kube-proxy/config.yaml"
+    cluster.run("lab-w1", f"echo '# edited by hand' >> {path}")
+    cluster.run("lab-w2", "systemctl stop kubelet")
+    try:
+        diff = CliRunner().invoke(app, ["plan", str(cluster.spec), "--diff"])
+        assert diff.exit_code == 2, diff.output
+        assert "lab-w1: 1 change(s)" in diff.output, diff.output
+        assert f"~ file {path}: content differs [node]" in diff.output
+        assert "-# edited by hand" in diff.output and "restarts: kube-proxy" in diff.output
+        assert "~ unit kubelet: inactive, want active [node]" in diff.output
+        assert "lab-cp1: no changes" in diff.output
+        repaired = run_provision(cluster.spec)
+    finally:
+        cluster.run("lab-w2", "systemctl start kubelet", check=False)
+    assert repaired.succeeded, repaired.failure
+    assert {h: n for h, n in repaired.survey.items() if n} == {"lab-w1": 1, "lab-w2": 1}
+    assert set(repaired.host_totals()) <= {"lab-w1", "lab-w2"}
+    assert repaired.host_totals()["lab-w1"].changed > 0
+    assert "# edited by hand" not in cluster.run("lab-w1", f"cat {path}")
+    assert cluster.run("lab-w2", "systemctl is-active kubelet").strip() == "active"
+    assert_converged(run_provision(cluster.spec), 5)
+    again = CliRunner().invoke(app, ["plan", str(cluster.spec), "--diff"])
+    assert again.exit_code == 0, again.output
+    assert "no changes: all 5 host(s) match the plan" in again.output
 
 
 def test_verify_json_is_stable(cluster: Cluster) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.providers.ssh import cluster_ssh, ssh_run
-from tests.fixtures.lab_cluster import Provisioned, failing, provisioned
+from tests.fixtures.lab_cluster import Provisioned, assert_converged, failing, provisioned
 
 pytestmark = pytest.mark.lab
 
@@ -46,6 +46,4 @@ def test_flannel_carries_pod_traffic_and_services(flannel: Provisioned) -> None:
 
 def test_flannel_second_provision_changes_nothing(flannel: Provisioned) -> None:
     """The idempotency gate, the flannel DaemonSet included."""
-    assert flannel.second.succeeded, flannel.second.failure
-    changed = {h: r.changed for h, r in flannel.second.host_totals().items()}
-    assert changed == dict.fromkeys(changed, 0) and len(changed) == 3, changed
+    assert_converged(flannel.second, 3)
