@@ -1,13 +1,14 @@
 """The one executor: run a phase's playbook with ansible-runner and report per-host results.
 
 Scope: ``run_playbook`` (typed, explicit arguments) over ``ansible_runner.run``. It links the
-repository's ``playbooks/`` in as the runner's ``project``, passes extra variables through a
-0600 file (not the command line, where ``ps`` shows them), feeds every runner event to an
-``EventRecorder`` (progress view + ``events.jsonl``; runner stdout is never read nor kept),
-and returns a ``PhaseResult``. Speed settings come from the rendered ``env/envvars``; this
-module adds what only the executor can know (a short ControlPath directory, forks >= hosts)
-and makes a task failure stop the phase on every host (``any_errors_fatal``), so a failed
-phase leaves hosts at a task boundary and the next run converges them from there.
+project's ``playbooks/`` (found by ``provisioner.resources``) in as the runner's ``project``,
+passes extra variables through a 0600 file (not the command line, where ``ps`` shows them),
+feeds every runner event to an ``EventRecorder`` (progress view + ``events.jsonl``; runner
+stdout is never read nor kept), and returns a ``PhaseResult``. Speed settings come from the
+rendered ``env/envvars``; this module adds what only the executor can know (a short
+ControlPath directory, forks >= hosts) and makes a task failure stop the phase on every host
+(``any_errors_fatal``), so a failed phase leaves hosts at a task boundary and the next run
+converges them from there.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from typing import Any
 
 import yaml
 
-import provisioner
 from provisioner.execute.events import EVENTS_FILE, EventRecorder
 from provisioner.execute.model import PhaseResult
 from provisioner.execute.progress import ProgressSink
+from provisioner.resources import playbooks_dir
 
-PLAYBOOKS = Path(provisioner.__file__).resolve().parents[1] / "playbooks"
+PLAYBOOKS = playbooks_dir()  # package data in a wheel, the checkout's playbooks/ otherwise
 # ssh's ControlPath is a unix socket: its path must fit in ~104 bytes. Ansible names the
 # socket by a 40-character hash, so the directory itself must stay short; a state directory
 # under a deep home or a pytest tmp path would not.

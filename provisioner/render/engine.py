@@ -1,5 +1,8 @@
 """The template engine: jinja2 over the top-level ``templates/`` folder, strict and deterministic.
 
+The folder is found through ``provisioner.resources`` (package data in a wheel, the
+checkout's top level otherwise).
+
 StrictUndefined turns a missing variable into an error naming it, so a template can never
 silently render an empty flag. Output always ends with exactly one newline.
 """
@@ -8,12 +11,13 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+from provisioner.resources import templates_dir
+
+TEMPLATES_DIR = templates_dir()
 
 
 def _to_json(value: Any) -> str:

@@ -39,6 +39,7 @@ from provisioner.providers.connections import (
 from provisioner.providers.ssh import ClusterSSH
 from provisioner.providers.vagrant import box
 from provisioner.providers.vagrant.config import vagrant_config
+from provisioner.resources import vagrantfile_dir as packaged_vagrantfile_dir
 from provisioner.spec.models import Cluster, VagrantProvider
 from provisioner.spec.topology import Machine, machines
 from provisioner.state import cluster_dir, private_dir, write_private
@@ -53,12 +54,13 @@ _STATES = {"running": "running", "not_created": "absent", "shutoff": "stopped",
 
 
 def vagrantfile_dir() -> Path:
-    """The directory holding the project's ``Vagrantfile`` (the checkout's top level)."""
+    """The directory holding the project's ``Vagrantfile``: ``$PROVISIONER_VAGRANTFILE_DIR``,
+    else the package's copy (package data in a wheel, the checkout's top level otherwise)."""
     explicit = os.environ.get(ENV_VAGRANTFILE_DIR)
-    where = Path(explicit) if explicit else Path(__file__).resolve().parents[3]
+    where = Path(explicit) if explicit else packaged_vagrantfile_dir()
     if not (where / "Vagrantfile").is_file():
-        raise ProviderError(f"no Vagrantfile in {where}: run from a checkout of the project or "
-                            f"set {ENV_VAGRANTFILE_DIR} to the directory that holds it")
+        raise ProviderError(f"no Vagrantfile in {where}: reinstall provisioner or set "
+                            f"{ENV_VAGRANTFILE_DIR} to the directory that holds it")
     return where
 
 
