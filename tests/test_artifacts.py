@@ -762,3 +762,27 @@ def test_a_built_source_bundled_stays_a_built_source(tmp_path: Path) -> None:
     assert entry["built"] == dict(got["runc"].built)
     again = fetch(local_plan(bundle), tmp_path / "c2", tmp_path, names=["runc"], manifest=man)
     assert again["runc"].sha256 == sha(b"built runc")
+
+
+def test_the_controller_hash_cache_never_hides_a_change(tmp_path: Path) -> None:
+    """A cached digest is reused only while size, mtime, ctime and inode are unchanged:
+    rewriting a file in place with its old size and mtime still moves its ctime."""
+    import hashlib
+    import os
+    import time
+
+    from provisioner.artifacts.files import sha256_file_cached
+
+    f = tmp_path / "kubelet"
+    f.write_bytes(b"A" * 4096)
+    cache = tmp_path / "cache" / "sha256-stat.json"
+    assert sha256_file_cached(f, cache) == hashlib.sha256(b"A" * 4096).hexdigest()
+    assert not cache.exists()  # changed within the last two seconds: not cached yet
+    time.sleep(2.2)
+    sha256_file_cached(f, cache)
+    assert cache.stat().st_mode & 0o777 == 0o600 and str(f.resolve()) in cache.read_text()
+    st = f.stat()
+    with f.open("r+b") as handle:
+        handle.write(b"B" * 4096)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert sha256_file_cached(f, cache) == hashlib.sha256(b"B" * 4096).hexdigest()

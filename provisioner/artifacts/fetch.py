@@ -30,6 +30,7 @@ from provisioner.artifacts.files import (
     resolve_members,
     safe_extract,
     sha256_file,
+    sha256_file_cached,
     sha256_stream,
     tar_files,
     temp_beside,
@@ -46,6 +47,14 @@ from provisioner.artifacts.model import (
     Release,
 )
 from provisioner.plan.model import Plan
+from provisioner.state import state_root
+
+
+def hash_cache() -> Path:
+    """The controller's stat-keyed sha256 cache (``sha256_file_cached``), in the private
+    state root: every run verifies the artifacts it ships without re-reading unchanged
+    files."""
+    return state_root() / "cache" / "sha256-stat.json"
 
 UrlRewrite = Callable[[str], str]
 DEFAULT_TIMEOUT = 60.0
@@ -176,7 +185,7 @@ def _cache_hit(path: Path, want: str | None) -> str | None:
     if want is not None and recorded != want:
         return None  # the manifest moved on (or the record is stale): fetch again
     # Re-hash: a cache damaged on disk must not be copied to hosts.
-    return recorded if sha256_file(path) == recorded else None
+    return recorded if sha256_file_cached(path, hash_cache()) == recorded else None
 
 
 def _expected_online(rel: Release, http: _Http) -> str:
@@ -515,7 +524,7 @@ def _local_one(
             "rebuild the bundle"
         )
     if path not in hashed:
-        hashed[path] = sha256_file(path)
+        hashed[path] = sha256_file_cached(path, hash_cache())
     got = hashed[path]
     if got != want:
         raise ArtifactError(

@@ -7,9 +7,11 @@ reproducibly (sorted, mtime 0, root-owned) so the same inputs always give the sa
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tarfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
@@ -27,6 +29,44 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+# A digest is reused only while the file's size, mtime, ctime and inode are unchanged (git's
+# index does the same): any write or chmod moves ctime, which no user call can set back.
+# Files changed in the last two seconds are not cached, so a write racing the hash is not
+# recorded under the new timestamps.
+HASH_CACHE_SETTLE_NS = 2 * 10**9
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def sha256_file_cached(path: Path, cache_file: Path) -> str:
+    """``sha256_file`` through the stat-keyed cache ``cache_file`` (0600 JSON, kept in the
+    private state directory): the controller does not re-read a gigabyte of unchanged
+    artifacts on every run, and a changed file is always hashed again."""
+    key = str(path.resolve())
+    st = path.stat()
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if not isinstance(cache, dict):
+        cache = {}
+    entry = cache.get(key)
+    if isinstance(entry, list) and len(entry) == 5 and entry[:4] == _stat_key(st):
+        return str(entry[4])
+    digest = sha256_file(path)
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > HASH_CACHE_SETTLE_NS:
+        cache[key] = [*_stat_key(st), digest]
+        cache_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = temp_beside(cache_file)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(json.dumps(cache, sort_keys=True).encode())
+        os.replace(tmp, cache_file)
+    return digest
 
 
 def sha256_stream(stream: IO[bytes]) -> str:

@@ -14,6 +14,7 @@ shared by every clone on the machine.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
@@ -120,11 +121,22 @@ def _label(r: Recipe, version: str) -> str:
 
 def build_recipe(r: Recipe, version: str, cache: Path, report: Report) -> Built:
     """Build (or reuse) every program of ``r`` at ``version``."""
-    label = _label(r, version)
     files = pinned_files(r.name, version)
     go = go_binary()
     key = recipe_key(r, version, files, go_version(go))
     done = cache / "builds" / r.name / version / key[:20]
+    done.parent.mkdir(parents=True, exist_ok=True)
+    # One build of a recipe version at a time across processes sharing the cache (a second
+    # `artifacts build` waits, then finds the first one's result): two builds would remove
+    # each other's temporary output directory.
+    with (done.parent / ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(r, version, key, files, done, cache, report)
+
+
+def _build_locked(r: Recipe, version: str, key: str, files: dict[str, bytes], done: Path,
+                  cache: Path, report: Report) -> Built:
+    label = _label(r, version)
     if (done / ".complete").is_file() and all((done / p.name).is_file() for p in r.programs):
         report(label, "cached", str(done))
         return Built(r.name, version, key, done, 0.0, True)
