@@ -253,6 +253,24 @@ def test_artifact_installs_resolve_sources() -> None:
     ]
 
 
+def test_unpacked_deb_bundles_travel_as_installs(tmp_path: Path) -> None:
+    """With the host's bundle directory given, each file of an unpacked .deb bundle (and its
+    checksum list) is an install under <deb_cache>/<name>-<sha256>/; before unpacking, none."""
+    artifacts = {"haproxy": {"path": "/c/haproxy.tar", "sha256": "ef", "kind": "deb",
+                             "install": []}}
+    cache = tmp_path / "cache"
+    (cache / "ef").mkdir(parents=True)
+    (cache / "ef" / ".sha256sums").write_text(f"{'0' * 64}  ./haproxy_2.6.deb\n")
+    installs = _filters().provisioner_artifact_installs(
+        artifacts, ["haproxy"], str(cache), "/var/cache/provisioner/debs")
+    root = "/var/cache/provisioner/debs/haproxy-ef"
+    assert [(i["src"], i["dest"], i["mode"]) for i in installs] == [
+        (f"{cache}/ef/haproxy_2.6.deb", f"{root}/haproxy_2.6.deb", "0644"),
+        (f"{cache}/ef/.sha256sums", f"{root}/.sha256sums", "0644")]
+    assert _filters().provisioner_artifact_installs(
+        artifacts, ["haproxy"], str(tmp_path / "none"), "/var/cache/provisioner/debs") == []
+
+
 def test_foreign_ports_ignore_our_own_services() -> None:
     wanted = {2379: "etcd", 6443: "kube-apiserver", "8443": "haproxy"}
     listening = "2379/etcd 8443/python3 22/sshd"

@@ -23,16 +23,36 @@ def provisioner_artifact_list(
     return [{**artifacts[name], "name": name} for name in names if name in artifacts]
 
 
+def _bundle_members(unpacked: str) -> list[str] | None:
+    """Files of an unpacked ``.deb`` bundle (its ``.sha256sums`` list and that file), or
+    None before the controller unpacked it."""
+    try:
+        with open(os.path.join(unpacked, ".sha256sums"), encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    names = [line.partition("  ")[2].removeprefix("./") for line in lines]
+    return sorted(n for n in names if n) + [".sha256sums"]
+
+
 def provisioner_artifact_installs(
-    artifacts: dict[str, dict[str, Any]], names: list[str], cache: str
+    artifacts: dict[str, dict[str, Any]], names: list[str], cache: str,
+    deb_cache: str | None = None,
 ) -> list[dict[str, Any]]:
     """One {name, src, dest, mode} per installed file of the binary and tar artifacts.
 
     ``src`` is a controller path: the artifact itself for a binary, the unpacked member under
-    ``cache/<sha256>/`` for a tar.
+    ``cache/<sha256>/`` for a tar. With ``deb_cache``, the files of each unpacked ``deb``
+    bundle too, placed under ``deb_cache/<name>-<sha256>/`` for apt to install from.
     """
     installs: list[dict[str, Any]] = []
     for art in provisioner_artifact_list(artifacts, names):
+        if art["kind"] == "deb":
+            members = _bundle_members(f"{cache}/{art['sha256']}") if deb_cache else None
+            root = f"{deb_cache}/{art['name']}-{art['sha256']}"
+            installs += [{"name": art["name"], "src": f"{cache}/{art['sha256']}/{m}",
+                          "dest": f"{root}/{m}", "mode": "0644"} for m in members or []]
+            continue
         for item in art.get("install", []):
             if art["kind"] == "binary":
                 src = art["path"]

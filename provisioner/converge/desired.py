@@ -113,7 +113,6 @@ def _artifact_phases(plan: Plan, host: HostPlan, name: str, comps: Mapping[str, 
     return tuple(sorted(phases))
 
 
-@functools.lru_cache(maxsize=64)
 def _member_sums(unpacked: str) -> dict[str, str] | None:
     """``member -> sha256`` from an unpacked archive's ``.sha256sums`` (written and checked
     by the artifacts role), or None when the controller has not unpacked it yet."""
