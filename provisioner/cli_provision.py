@@ -161,8 +161,15 @@ def provision_cmd(
         progress.summary(result.to_json())
     if result.phases:
         print_summary(human, result)
+    by_reason: dict[str, list[str]] = {}
     for phase, reason in result.skipped:
-        human.print(f"skipped {phase}: {reason}", markup=False, highlight=False)
+        by_reason.setdefault(reason, []).append(phase)
+    for reason, phases in by_reason.items():
+        label = "converged, not run" if reason == "converged" else f"skipped ({reason})"
+        human.print(f"{label}: {', '.join(phases)}", markup=False, highlight=False)
+    if result.steps:
+        human.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.steps.items()),
+                    markup=False, highlight=False)
     word = "succeeded" if result.succeeded else "FAILED"
     human.print(f"provision {word}: {len(result.phases)} phases, {result.changed} changed "
                 f"tasks, {result.seconds:.1f}s; run {result.run_dir}", markup=False,

@@ -104,6 +104,8 @@ class ProvisionResult:
     survey: dict[str, int] = field(default_factory=dict)
     """Host -> how many differences the survey found before the phases (0: converged)."""
     full: bool = False
+    steps: dict[str, float] = field(default_factory=dict)
+    """Seconds of each step: load, machines, render, artifacts, survey, phases, verify."""
 
     @property
     def succeeded(self) -> bool:
@@ -153,6 +155,7 @@ class ProvisionResult:
             "admin_kubeconfig": str(self.admin_kubeconfig) if self.admin_kubeconfig else None,
             "survey": dict(self.survey),
             "full": self.full,
+            "steps": dict(self.steps),
         }
 
 
@@ -456,17 +459,24 @@ def provision(
     spec_dir = spec_file.resolve().parent
     sdir = cluster_dir(plan.name, state_dir)
     notes: list[str] = list(plan.warnings)
+    steps: dict[str, float] = {"load": time.monotonic() - started}
     with cluster_lock(sdir):
+        mark = time.monotonic()
         if machines and plan.cluster.spec.provider.type in MADE_MACHINES:
             _machines_up(plan, progress)
+        steps["machines"] = time.monotonic() - mark
+        mark = time.monotonic()
         rendered, tree = _render(plan, sdir, spec_dir)
+        steps["render"] = time.monotonic() - mark
         if trust_on_first_use:
             _record_host_keys(plan, sdir, progress)
+        mark = time.monotonic()
         base_vars: dict[str, Any] = {
             "provisioner_rendered_dir": str((rendered / "hosts").resolve()),
             "provisioner_selected": [p.name for p in selected],
             **_artifact_extravars(plan, selected, spec_dir),
         }
+        steps["artifacts"] = time.monotonic() - mark
         surveyed = time.monotonic()
         runner = ParamikoRunner(ssh_settings(plan, sdir), 10.0)
         try:
@@ -477,7 +487,8 @@ def provision(
         if not replace_identity:
             _check_identity(plan, sdir, rendered, surveys)
         targets = None if full else phase_hosts(plan, surveys)
-        _report_survey(surveys, targets, time.monotonic() - surveyed, progress)
+        steps["survey"] = time.monotonic() - surveyed
+        _report_survey(surveys, targets, steps["survey"], progress)
         pdd = rendered / "runner"
         rendered_args = rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", "")
         # Extra vars outrank env/envvars for the ssh plugin's ``ssh_args`` option: every
@@ -490,11 +501,15 @@ def provision(
         write_private(run_dir / SURVEY_FILE, survey_json(surveys).encode())
         for note in notes:
             progress.note(note)
+        mark = time.monotonic()
         results, skipped, failure = _run_phases(plan, selected, pdd, base_vars, run_dir,
                                                 progress, targets)
+        steps["phases"] = time.monotonic() - mark
         checks: list[CheckResult] = []
         if failure is None and any(p.name == "verify" for p in selected):
+            mark = time.monotonic()
             checks, failure = _verify(plan, sdir, run_dir, progress)
+            steps["verify"] = time.monotonic() - mark
         admin = sdir / "admin.kubeconfig"
         result = ProvisionResult(
             cluster=plan.name, run_id=run_id, run_dir=run_dir,
@@ -502,7 +517,8 @@ def provision(
             skipped=tuple(skipped), seconds=time.monotonic() - started, failure=failure,
             notes=tuple(notes), verify=tuple(checks),
             admin_kubeconfig=admin if admin.exists() else None,
-            survey={h: len(sv.differences) for h, sv in sorted(surveys.items())}, full=full)
+            survey={h: len(sv.differences) for h, sv in sorted(surveys.items())}, full=full,
+            steps={k: round(v, 3) for k, v in steps.items()})
         write_private(run_dir / SUMMARY_FILE,
                       (json.dumps(result.to_json(), indent=1) + "\n").encode())
         (run_dir / EVENTS_FILE).touch(mode=0o600)
