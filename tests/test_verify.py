@@ -947,25 +947,30 @@ def _ssh_server(host_key: paramiko.PKey, client_key: paramiko.PKey, sessions: in
     listener = socket.create_server(("127.0.0.1", 0))
     port: int = listener.getsockname()[1]
 
+    def handle(conn: socket.socket) -> None:
+        transport = paramiko.Transport(conn)
+        transport.add_server_key(host_key)
+        server = _ExecServer(client_key)
+        try:
+            transport.start_server(server=server)
+        except paramiko.SSHException:
+            return
+        chan = transport.accept(accept_timeout)
+        if chan is None:
+            return
+        server.event.wait(10)
+        chan.sendall(b"srv\n" if server.command == b"hostname" else b"")
+        chan.send_exit_status(0)
+        chan.close()
+
     def serve() -> None:
+        # Each session on its own thread: one that opens no channel (a refused login, a key
+        # scan) must not hold up the next client's handshake past its timeout under load.
         listener.settimeout(10)
         try:
             for _ in range(sessions):
                 conn, _ = listener.accept()
-                transport = paramiko.Transport(conn)
-                transport.add_server_key(host_key)
-                server = _ExecServer(client_key)
-                try:
-                    transport.start_server(server=server)
-                except paramiko.SSHException:
-                    continue
-                chan = transport.accept(accept_timeout)
-                if chan is None:
-                    continue
-                server.event.wait(10)
-                chan.sendall(b"srv\n" if server.command == b"hostname" else b"")
-                chan.send_exit_status(0)
-                chan.close()
+                threading.Thread(target=handle, args=(conn,), daemon=True).start()
         except TimeoutError:
             pass
         finally:
