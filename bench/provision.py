@@ -62,6 +62,8 @@ def _timed(log: IO[str], spec: Path, **kw: Any) -> tuple[float, ProvisionResult]
     t0 = time.monotonic()
     result = provision(spec, None, kw.get("skip"), None, True, LineProgress(log))
     seconds = time.monotonic() - t0
+    print(f"  {kw.get('label', 'run')}: {seconds:.1f}s, {result.changed} changed, steps "
+          + ", ".join(f"{k} {v:.1f}" for k, v in result.steps.items()), flush=True)
     if not result.succeeded:
         raise SystemExit(f"{spec}: provision failed: {result.failure} (log above)")
     return seconds, result
@@ -82,13 +84,13 @@ def run_size(size: int, base_spec: Path, log: IO[str]) -> dict[str, str]:
             t0 = time.monotonic()
             provider.up()
             row["up"] = f"{time.monotonic() - t0:.1f}"
-            s, r = _timed(log, spec)
+            s, r = _timed(log, spec, label="cold")
             row["cold"] = f"{s:.1f} ({r.changed})"
-            s, r = _timed(log, spec, skip=["verify"])  # hashes the binaries once
-            s, r = _timed(log, spec, skip=["verify"])
+            s, r = _timed(log, spec, skip=["verify"], label="first no-op")  # hashes binaries
+            s, r = _timed(log, spec, skip=["verify"], label="no-op")
             row["no-op"] = f"{s:.1f} ({r.changed})"
             row["no-op steps"] = ", ".join(f"{k} {v:.1f}" for k, v in r.steps.items())
-            s, r = _timed(log, spec)
+            s, r = _timed(log, spec, label="no-op+verify")
             row["no-op+verify"] = f"{s:.1f} ({r.changed})"
             workers = [h for h in build_plan(load_file(spec)).hosts
                        if h.machine.is_node and not h.machine.is_control_plane]
@@ -97,11 +99,11 @@ def run_size(size: int, base_spec: Path, log: IO[str]) -> dict[str, str]:
                            target.ssh_port, f"echo '# edited by hand' >> {DRIFT_FILE}", 60)
             if proc.returncode != 0:
                 raise SystemExit(f"{target.name}: could not edit {DRIFT_FILE}: {proc.stderr}")
-            s, r = _timed(log, spec, skip=["verify"])
+            s, r = _timed(log, spec, skip=["verify"], label="drift")
             row["drift"] = f"{s:.1f} ({r.changed})"
             spec.write_text(yaml.safe_dump(_spec(base_spec, name, size - 2), sort_keys=False))
             provider = NspawnMachines(load_file(spec), lambda m: print(m, file=log))
-            s, r = _timed(log, spec)
+            s, r = _timed(log, spec, label="+1 worker")
             row["+1 worker"] = f"{s:.1f} ({r.changed})"
         finally:
             provider.down(purge=True)
