@@ -111,3 +111,15 @@ def test_parse_raises_only_spec_errors(doc: Any) -> None:
         parse(yaml.safe_dump(doc))
     except SpecError as exc:
         assert exc.issues and all(i.hint for i in exc.issues), exc
+
+
+def test_a_key_path_with_an_unknown_user_is_not_an_internal_error() -> None:
+    """``~nosuchuser/key`` cannot be expanded (RuntimeError in pathlib): the spec still loads
+    and the path stays as written (found by the spliced-text property above)."""
+    from provisioner.spec import parse
+
+    cluster = parse("apiVersion: provisioner.dev/v1alpha1\nkind: Cluster\nmetadata: {name: k}\n"
+                    "spec:\n  provider: {type: nspawn}\n"
+                    "  ssh: {privateKeyFile: ~nosuchuser-provisioner/id}\n")
+    from provisioner.spec.topology import machines
+    assert str(machines(cluster)[0].ssh_key) == "~nosuchuser-provisioner/id"

@@ -176,5 +176,12 @@ def machines(cluster: Cluster) -> tuple[Machine, ...]:
 
 
 def _expand(path: Path | None) -> Path | None:
-    """``~`` in key paths means the controller user's home, as in ssh."""
-    return path.expanduser() if path is not None else None
+    """``~`` in key paths means the controller user's home, as in ssh. A ``~user`` with no
+    such user (or no home to expand to) stays as written: the key is then reported missing
+    by the file checks, with its field, instead of an internal error."""
+    if path is None:
+        return None
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
