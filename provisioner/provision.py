@@ -290,6 +290,23 @@ class PlanDiff:
     changed_hosts: int
 
 
+def _plan_and_select(spec_file: Path, only: list[str] | None, skip: list[str] | None,
+                     state_dir: Path | None) -> tuple[Plan, tuple[Phase, ...]]:
+    """The spec's plan and the selected phases (``ProvisionError`` on a bad spec, exit 2 on a
+    bad selection); ``state_dir`` is exported for the providers and SSH helpers."""
+    if state_dir is not None:
+        # Providers and the SSH helpers find the state root through the environment.
+        os.environ[ENV_ROOT] = str(state_dir)
+    try:
+        plan = build_plan(load_file(spec_file, require_files=True))
+    except SpecError as exc:
+        raise ProvisionError(str(exc)) from None
+    try:
+        return plan, select_phases(plan, only, skip)
+    except PhaseSelectionError as exc:
+        raise ProvisionError(str(exc), exit_code=2) from None
+
+
 def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
               state_dir: Path | None) -> PlanDiff:
     """Render the spec from the cluster's state and compare every host with it, changing
@@ -303,16 +320,7 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
     from provisioner.render.tree import render
     from provisioner.verify.ssh import ParamikoRunner, ssh_settings
 
-    if state_dir is not None:
-        os.environ[ENV_ROOT] = str(state_dir)
-    try:
-        plan = build_plan(load_file(spec_file, require_files=True))
-    except SpecError as exc:
-        raise ProvisionError(str(exc)) from None
-    try:
-        selected = select_phases(plan, only, skip)
-    except PhaseSelectionError as exc:
-        raise ProvisionError(str(exc), exit_code=2) from None
+    plan, selected = _plan_and_select(spec_file, only, skip, state_dir)
     spec_dir = spec_file.resolve().parent
     sdir = (state_dir if state_dir is not None else state_root()) / "clusters" / plan.name
     if not (sdir / "pki" / "ca.crt").is_file():
@@ -445,17 +453,7 @@ def provision(
     selected phase on all its hosts.
     """
     started = time.monotonic()
-    if state_dir is not None:
-        # Providers and the SSH helpers find the state root through the environment.
-        os.environ[ENV_ROOT] = str(state_dir)
-    try:
-        plan = build_plan(load_file(spec_file, require_files=True))
-    except SpecError as exc:
-        raise ProvisionError(str(exc)) from None
-    try:
-        selected = select_phases(plan, only, skip)
-    except PhaseSelectionError as exc:
-        raise ProvisionError(str(exc), exit_code=2) from None
+    plan, selected = _plan_and_select(spec_file, only, skip, state_dir)
     spec_dir = spec_file.resolve().parent
     sdir = cluster_dir(plan.name, state_dir)
     notes: list[str] = list(plan.warnings)
