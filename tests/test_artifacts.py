@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import io
 import json
 import re
@@ -26,6 +27,7 @@ from typer.testing import CliRunner
 
 from provisioner.artifacts import (
     ArtifactError,
+    DebFile,
     FetchedArtifact,
     InstallItem,
     Manifest,
@@ -403,17 +405,33 @@ def test_bundle_round_trip_through_a_local_source(server: Server, tmp_path: Path
     # A relative artifacts.path resolves against the spec's directory.
     plan = local_plan(Path("out/bundle.tar"))
     before = len(server.requests)
-    got = fetch(plan, tmp_path / "cache2", tmp_path, names=SOME, manifest=online.manifest)
+    # kube-apiserver has no pin: online it was checked against upstream's checksum file, but
+    # in a bundle only the bundle's own manifest.json would vouch for it.
+    with pytest.raises(ArtifactError, match=r"artifact kube-apiserver .*no sha256 is pinned"):
+        fetch(plan, tmp_path / "cache2", tmp_path, names=SOME, manifest=online.manifest)
+    man = pinned(online.manifest, "kube-apiserver", {plan.version: sha(online.apiserver)})
+    got = fetch(plan, tmp_path / "cache2", tmp_path, names=SOME, manifest=man)
     assert len(server.requests) == before, "a local source never touches the network"
     for name in SOME:
         assert (got[name].sha256, got[name].version, got[name].kind, got[name].install) == (
             fetched[name].sha256, fetched[name].version, fetched[name].kind,
             fetched[name].install)
-    again = fetch(plan, tmp_path / "cache2", tmp_path, names=SOME, manifest=online.manifest)
+    again = fetch(plan, tmp_path / "cache2", tmp_path, names=SOME, manifest=man)
     assert again["runc"].path == got["runc"].path  # extracted once, reused
     # Bundles are reproducible: the same artifacts give the same bytes.
     second = write_bundle(fetched, tmp_path / "again.tar", online.manifest)
     assert sha(second.read_bytes()) == sha(bundle.read_bytes())
+
+
+def fake_deb(filename: str) -> bytes:
+    return f"{filename} test bytes".encode()
+
+
+def with_fake_debs(man: Manifest) -> Manifest:
+    """``man`` with every Debian package pinned to ``fake_deb``'s bytes."""
+    return Manifest({name: dataclasses.replace(e, debs=tuple(
+        DebFile(d.url, sha(fake_deb(d.filename))) for d in e.debs))
+        for name, e in man.entries.items()})
 
 
 def fake_file(rels: list[Pinned]) -> bytes:
@@ -422,7 +440,7 @@ def fake_file(rels: list[Pinned]) -> bytes:
     if first.kind == "binary":
         return f"{first.name} test bytes".encode()
     if first.kind == "deb":
-        return tgz({d.filename: b"deb" for d in first.debs})
+        return tgz({d.filename: fake_deb(d.filename) for d in first.debs})
     return tgz({i.member: f"{i.member} test bytes".encode() for r in rels for i in r.install})
 
 
@@ -456,8 +474,8 @@ def make_local_dir(
             "kind": r.kind,
             "install": [{"member": i.member, "dest": i.dest, "mode": i.mode} for i in r.install],
         }
-        if built and r.kind != "deb":
-            entry["built"] = {"recipe": r.name, "key": "test", "go": "go1.0"}
+        if built and r.build_recipe is not None:
+            entry["built"] = {"recipe": r.build_recipe, "key": "test", "go": "go1.0"}
         entries[r.name] = {**entry, **(changes or {}).get(r.name, {})}
     (root / "manifest.json").write_text(json.dumps(entries))
     return root
@@ -614,6 +632,115 @@ def test_local_file_must_be_the_pinned_one_unless_built(tmp_path: Path, as_tar: 
               manifest=man)
 
 
+@pytest.mark.parametrize("as_tar", [False, True], ids=["dir", "bundle"])
+def test_local_file_without_a_pin_is_refused_unless_built(tmp_path: Path, as_tar: bool) -> None:
+    """A downloaded file of a version the packaged manifest pins no sha256 for: only the
+    source's own manifest.json would vouch for it."""
+    plan = cluster_plan()
+    rv = plan.release.component("runc")
+    man = pinned(default_manifest(), "runc", {})
+
+    def get(name: str, built: bool) -> FetchedArtifact:
+        src = make_local_dir(tmp_path / name, plan, ["runc"], manifest=man, built=built)
+        path = as_bundle(src, tmp_path / f"{name}.tar") if as_tar else src
+        return fetch(local_plan(path), tmp_path / "c", tmp_path, names=["runc"],
+                     manifest=man)["runc"]
+
+    with pytest.raises(ArtifactError) as exc:
+        get("downloaded", built=False)
+    msg = str(exc.value)
+    assert msg.startswith(f"artifact runc {rv}: ") and "no sha256 is pinned" in msg
+    assert "`provisioner artifacts build`" in msg
+    assert get("built", built=True).version == rv
+
+
+@pytest.mark.parametrize("record, why", [
+    ({"recipe": "kubernetes", "key": "k", "go": "go1.0"}, "names recipe 'runc'"),
+    ({"key": "k"}, "names recipe 'runc'"),
+    ("yes", "names recipe 'runc'"),
+], ids=["other-recipe", "no-recipe", "not-a-record"])
+def test_a_build_record_must_name_the_packaged_recipe(tmp_path: Path, record: Any,
+                                                      why: str) -> None:
+    """A "built" record is what exempts a file from the official pin: it must name the
+    recipe the packaged manifest builds that artifact with."""
+    plan = cluster_plan()
+    rv = plan.release.component("runc")
+    man = pinned(default_manifest(), "runc", {rv: sha(b"official runc")})
+    src = make_local_dir(tmp_path / "src", plan, ["runc"], manifest=man,
+                         data={"runc": b"other runc"}, changes={"runc": {"built": record}})
+    with pytest.raises(ArtifactError) as exc:
+        fetch(local_plan(src), tmp_path / "c", tmp_path, names=["runc"], manifest=man)
+    msg = str(exc.value)
+    assert msg.startswith(f"artifact runc {rv}: ") and "says it was built" in msg
+    assert why in msg and "refusing it" in msg
+
+
+@pytest.mark.parametrize("as_tar", [False, True], ids=["dir", "bundle"])
+def test_local_debian_packages_are_checked_against_the_packaged_pins(
+    tmp_path: Path, as_tar: bool
+) -> None:
+    """A deb tar's manifest.json sha256 is the source's own: each .deb inside must be the
+    package the packaged manifest pins (Debian's sha256), and a "built" record changes
+    nothing for an artifact that is never built."""
+    plan = cluster_plan()
+    man = with_fake_debs(default_manifest())
+    rel = man.release_for("haproxy", plan)
+    good = {d.filename: fake_deb(d.filename) for d in rel.debs}
+
+    def get(name: str, debs: Mapping[str, bytes],
+            changes: Mapping[str, Any] | None = None) -> FetchedArtifact:
+        src = make_local_dir(tmp_path / name, plan, ["haproxy"], manifest=man,
+                             data={"haproxy": tgz(dict(debs))},
+                             changes={"haproxy": changes or {}})
+        path = as_bundle(src, tmp_path / f"{name}.tar") if as_tar else src
+        return fetch(local_plan(path), tmp_path / "c", tmp_path, names=["haproxy"],
+                     manifest=man)["haproxy"]
+
+    assert get("good", good).kind == "deb"
+    first = rel.debs[0].filename
+    for name, debs in (("tampered", {**good, first: b"a shell script"}),
+                       ("extra", {**good, "evil_1_amd64.deb": b"x"}),
+                       ("missing", {n: b for n, b in good.items() if n != first})):
+        with pytest.raises(ArtifactError) as exc:
+            get(name, debs)
+        msg = str(exc.value)
+        assert msg.startswith(f"artifact haproxy {rel.version}: "), msg
+        assert "do not match the manifest's Debian sha256s" in msg, msg
+    with pytest.raises(ArtifactError, match="no recipe: it is never built here"):
+        get("claims-built", {**good, first: b"a shell script"},
+            {"built": {"recipe": "haproxy", "key": "k", "go": "go1.0"}})
+
+
+def test_the_fetch_cache_is_private(tmp_path: Path) -> None:
+    """Bundles are unpacked and downloads kept in a 0700 directory: nobody else can swap
+    a verified file before it is shipped."""
+    plan = cluster_plan()
+    src = make_local_dir(tmp_path / "src", plan, ["runc"], built=True)
+    bundle = as_bundle(src, tmp_path / "b.tar")
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o755)
+    cache.chmod(0o755)
+    fetch(local_plan(bundle), cache, tmp_path, names=["runc"])
+    assert cache.stat().st_mode & 0o777 == 0o700
+    assert any((cache / "bundles").iterdir())
+
+
+def test_every_artifact_is_pinned_or_built() -> None:
+    """Every artifact of every supported version has a sha256 pinned in the packaged
+    manifest, or is built from a recipe (checked against the build's manifest.json); every
+    Debian package is pinned. A mirror or a local source is never its own witness."""
+    man = default_manifest()
+    for version in versions.supported_versions():
+        plan = cluster_plan(f"  kubernetesVersion: '{version}'\n")
+        for name in needed(plan):
+            rel = man.release_for(name, plan)
+            if rel.kind == "deb":
+                assert rel.debs and all(len(d.sha256) == 64 for d in rel.debs), name
+            else:
+                assert rel.sha256 is not None or rel.build_recipe is not None, (
+                    name, rel.version)
+
+
 def test_extravars_are_json_and_carry_the_install_layout(server: Server, tmp_path: Path) -> None:
     rel = make_release(server, cluster_plan())
     extra = artifacts_extravars(fetch_online(rel, server, tmp_path / "c"))
@@ -680,13 +807,18 @@ def test_packaged_manifest_destinations_match_the_units() -> None:
 
 
 def test_cli_fetch_and_bundle_from_a_local_source(
-    tmp_path: Path, state_root: Path
+    tmp_path: Path, state_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from provisioner.cli_artifacts import app
 
     plan = cluster_plan()
-    # What `provisioner artifacts build` writes: every binary built, the Debian packages.
-    src = make_local_dir(tmp_path / "src", plan, needed(plan), built=True)
+    # What `provisioner artifacts build` writes: every binary built, the Debian packages
+    # (made-up ones here, so the packaged manifest is made to pin them).
+    man = with_fake_debs(default_manifest())
+    # (the package exports a function named `fetch`: reach the module itself)
+    monkeypatch.setattr(importlib.import_module("provisioner.artifacts.fetch"),
+                        "default_manifest", lambda: man)
+    src = make_local_dir(tmp_path / "src", plan, needed(plan), manifest=man, built=True)
     spec = tmp_path / "cluster.yaml"
     spec.write_text("apiVersion: provisioner.dev/v1alpha1\nkind: Cluster\n"
                     "metadata: {name: art}\nspec:\n  provider: {type: nspawn}\n"

@@ -3,8 +3,10 @@
 Scope: one verified file per artifact on the controller, from the source the spec names.
 Downloads go to ``<cache_root>/<name>/<version>/<file>`` through a temp file that is renamed
 only after its sha256 matched, with a ``.sha256`` record beside it; a cached file whose hash
-still matches its record is used without any network access. A local source is verified
-against its ``manifest.json`` on every fetch and never replaced by a download.
+still matches its record is used without any network access. The cache (bundles unpacked
+included) is a 0700 directory. A local source is verified on every fetch against its
+``manifest.json`` and the packaged manifest (pinned sha256, version, kind, install list; a
+built file against its build's manifest.json), and never replaced by a download.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from provisioner.artifacts.model import (
     Release,
 )
 from provisioner.plan.model import Plan
-from provisioner.state import state_root
+from provisioner.state import private_dir, state_root
 
 
 def hash_cache() -> Path:
@@ -94,7 +96,8 @@ def fetch(
     """
     wanted = needed(plan) if names is None else tuple(dict.fromkeys(names))
     spec = plan.cluster.spec.artifacts
-    cache_root = Path(cache_root)
+    # Only this user may write what is verified here and shipped to hosts later.
+    cache_root = private_dir(Path(cache_root))
     man = manifest if manifest is not None else default_manifest()
     releases = [man.release_for(n, plan) for n in wanted]
     if spec.source == "local":
@@ -238,20 +241,27 @@ def _fetch_from_mirror(rel: Release, url: str, path: Path, http: _Http) -> str:
     return _download(http.rewrite(url), path, expected, _what(rel), http)
 
 
-def _check_debs(rel: Release, tar_path: Path, where: str) -> None:
+def _check_debs(rel: Release, tar_path: Path, where: str,
+                fix: str = "rebuild the mirror's copy with `provisioner artifacts bundle`"
+                ) -> None:
+    """Every .deb in the tar is one the packaged manifest pins, with its Debian sha256."""
     want = {d.filename: d.sha256 for d in rel.debs}
     got: dict[str, str] = {}
-    with tarfile.open(tar_path, "r:*") as tar:
-        for m in tar.getmembers():
-            f = tar.extractfile(m) if m.isfile() else None
-            if f is not None:
-                got[PurePosixPath(m.name).name] = sha256_stream(f)
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            for m in tar.getmembers():
+                f = tar.extractfile(m) if m.isfile() else None
+                if f is not None:
+                    got[PurePosixPath(m.name).name] = sha256_stream(f)
+    except (tarfile.TarError, OSError) as exc:
+        raise ArtifactError(f"{_what(rel)}: {where} is not a readable tar of .deb files: "
+                            f"{exc}. Fix: {fix}") from None
     if got != want:
         bad = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
+        shown = ", ".join(bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
         raise ArtifactError(
             f"{_what(rel)}: {where}: the packages inside do not match the manifest's Debian "
-            f"sha256s ({', '.join(bad)}); refusing it. Fix: rebuild the mirror's copy with "
-            "`provisioner artifacts bundle`"
+            f"sha256s ({shown}); refusing it. Fix: {fix}"
         )
 
 
@@ -493,6 +503,51 @@ def _check_against_release(what: str, entry_version: str, kind: str,
             "artifacts build` or `provisioner artifacts bundle`")
 
 
+def _check_pinned(what: str, path: Path, got: str, kind: Kind, built: object,
+                  rel: Release) -> None:
+    """Refuse a local file whose sha256 the packaged manifest does not vouch for.
+
+    A downloaded file must be the official one (its pinned sha256; a ``deb`` tar holds
+    exactly the pinned packages). A built one (the entry's ``built`` record, written by
+    ``artifacts build``) is held to its build's manifest instead, as upstream's builds are
+    not all byte-reproducible; only artifacts the packaged manifest builds from a recipe can
+    be built ones, and the record must name that recipe.
+    """
+    if built is not None:
+        recipe = built.get("recipe") if isinstance(built, dict) else None
+        if rel.build_recipe is None or recipe != rel.build_recipe:
+            expected = (f"recipe {rel.build_recipe!r}" if rel.build_recipe is not None
+                        else "no recipe: it is never built here")
+            raise ArtifactError(
+                f"{what}: {path}: the local source says it was built "
+                f"({_shown_record(built)}), but the packaged manifest names {expected}; "
+                "refusing it. Fix: rebuild the source with `provisioner artifacts build`, or "
+                "make a bundle of official files with `provisioner artifacts bundle`")
+        return
+    if kind == "deb":
+        _check_debs(rel, path, str(path), "rebuild the local source with `provisioner "
+                    "artifacts build` or `provisioner artifacts bundle`")
+        return
+    if rel.sha256 is None:
+        # Without a pin the only sha256 is the one manifest.json gives: the source would be
+        # vouching for itself.
+        raise ArtifactError(
+            f"{what}: {path}: no sha256 is pinned for this version in the packaged manifest "
+            "(provisioner/versions/artifacts.yaml) and the local source does not say it was "
+            "built, so nothing but the source itself vouches for the file; refusing it. Fix: "
+            "pin the official sha256 there, or build the source with `provisioner artifacts "
+            "build` (built from pinned source)")
+    if got != rel.sha256:
+        raise ArtifactError(
+            f"{what}: {path}: sha256 {got} differs from the official sha256 pinned in "
+            f"the packaged manifest ({rel.sha256}); refusing it")
+
+
+def _shown_record(built: object) -> str:
+    text = json.dumps(built, sort_keys=True, default=str)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
 def _local_one(
     root: Path, name: str, entry: Mapping[str, Any], hashed: dict[Path, str],
     release: Release | None = None,
@@ -532,18 +587,12 @@ def _local_one(
             "The file was changed or corrupted and is refused (a local source is never "
             "re-downloaded). Fix: restore the file or rebuild the bundle"
         )
+    built = entry.get("built")
     if release is not None:
         _check_against_release(what, version, kind, items, release)
-        # A downloaded file must be the official one; a built one is checked against its
-        # build's manifest (the entry's "built" record), as upstream's builds are not all
-        # byte-reproducible.
-        if release.sha256 is not None and "built" not in entry and got != release.sha256:
-            raise ArtifactError(
-                f"{what}: {path}: sha256 {got} differs from the official sha256 pinned in "
-                f"the packaged manifest ({release.sha256}); refusing it")
+        _check_pinned(what, path, got, kind, built, release)
         items = release.install
     install = _install_for(name, version, kind, path, got, items, cache=False)
-    built = entry.get("built")
     record = tuple(sorted((str(k), str(v)) for k, v in built.items())) \
         if isinstance(built, dict) else ()
     return FetchedArtifact(name=name, version=version, path=path, sha256=got, kind=kind,

@@ -68,6 +68,7 @@ class Entry:
             checksum_url=fill(self.checksum_url) if self.checksum_url else None,
             install=tuple(InstallItem(fill(i.member), i.dest, i.mode) for i in self.install),
             debs=self.debs,
+            build_recipe=self.build.recipe if self.build is not None else None,
         )
 
 

@@ -73,6 +73,9 @@ class Release:
     checksum_url: str | None
     install: tuple[InstallItem, ...]
     debs: tuple[DebFile, ...]
+    build_recipe: str | None = None
+    """The recipe ``artifacts build`` makes this artifact with (None: not built, e.g. the
+    Debian packages); a local source's build record must name this one."""
 
     @property
     def layout_path(self) -> str:
