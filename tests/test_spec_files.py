@@ -310,3 +310,61 @@ def test_golden_specs_name_only_files_they_ship() -> None:
         assert problems == [], spec
         # flannel-static names /home/admin/.ssh/id_ed25519: a key of the hosts' admin.
         assert all(i.path.endswith("privateKeyFile") for i in missing), missing
+
+
+def test_loaded_spec_names_files_by_their_resolved_paths(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reader of a path (Ansible's inventory, verify's SSH login, the providers,
+    render's registry files, the artifact fetch) gets the file the checks looked at, from
+    any working directory: relative paths start at the spec's folder, ``~`` is $HOME for
+    SSH keys."""
+    from provisioner.plan import build_plan
+    from provisioner.render.runner import inventory
+    from provisioner.verify.ssh import ssh_settings
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    spec = conf / "cluster.yaml"
+    spec.write_text(STATIC + "    - {name: n2, address: 10.0.0.2}\n"
+                    + REGISTRY[REGISTRY.index("  registries:"):]
+                    + "  artifacts: {source: local, path: art}\n")
+    make_named_files(spec)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    cluster = load_file(Path("../conf/cluster.yaml"), require_files=True)
+    s = cluster.spec
+    assert s.ssh.private_key_file == tmp_path / "home" / ".ssh" / "id_ed25519"
+    assert s.hosts[0].ssh is not None and s.hosts[0].ssh.private_key_file == conf / "keys/n1"
+    reg = s.registries.private[0]
+    assert (reg.ca_file, reg.password_file) == (conf / "certs/ca.pem", conf / "secrets/password")
+    assert s.artifacts.path == conf / "art"
+    # The checks agree: the resolved spec names the same files, all there.
+    assert spec_files.check(cluster, conf) == ([], [])
+    assert [f.resolved for f in spec_files.named(cluster, conf)] == [
+        f.resolved for f in spec_files.named(load_file(spec), conf)]
+
+    plan = build_plan(cluster)
+    hosts = inventory(plan, None)["all"]["hosts"]
+    assert hosts["n1"]["ansible_ssh_private_key_file"] == str(conf / "keys/n1")
+    assert hosts["n2"]["ansible_ssh_private_key_file"] == str(
+        tmp_path / "home" / ".ssh" / "id_ed25519")
+    logins = ssh_settings(plan, tmp_path / "state")
+    assert logins["n1"].key == conf / "keys/n1"
+    assert all(k.key is not None and k.key.is_absolute() for k in logins.values())
+
+
+def test_nspawn_key_is_resolved_for_the_provider(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nspawn provider reads spec.ssh.privateKeyFile itself: it gets the resolved path
+    too (a relative one used to be opened from the working directory, ``~`` not at all)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text("apiVersion: provisioner.dev/v1alpha1\nkind: Cluster\nmetadata: {name: t}\n"
+                    "spec:\n  provider: {type: nspawn}\n  ssh: {privateKeyFile: ~/k/id}\n")
+    ssh_key(tmp_path / "home" / "k" / "id")
+    monkeypatch.chdir(tmp_path / "home")
+    key = load_file(spec, require_files=True).spec.ssh.private_key_file
+    assert key == tmp_path / "home" / "k" / "id" and key.is_file()

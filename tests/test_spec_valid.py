@@ -47,7 +47,7 @@ def test_valid_spec_loads(path: Path) -> None:
     assert any(m.is_control_plane for m in ms)
     assert sum(m.is_etcd for m in ms) in (1, 3, 5)
     # Same text, same result: parse is pure.
-    assert parse(path.read_text(), str(path)) == cluster
+    assert parse(path.read_text(), str(path), path.resolve().parent) == cluster
 
 
 def test_minimal_defaults() -> None:
@@ -70,13 +70,15 @@ def test_static_named_control_plane_and_workers_by_default() -> None:
     ]
     ms = _by_name(cluster)
     assert (ms["cp-a"].ssh_user, ms["cp-a"].ssh_port) == ("admin", 22)
-    assert ms["cp-a"].ssh_key == Path("keys/prod_ed25519")
+    # Relative key paths start at the spec's folder, whatever the working directory.
+    assert ms["cp-a"].ssh_key == VALID.resolve() / "keys/prod_ed25519"
     assert (ms["cp-c"].ssh_user, ms["cp-c"].ssh_port) == ("admin", 2222)
-    assert ms["cp-c"].ssh_key == Path("keys/prod_ed25519")
+    assert ms["cp-c"].ssh_key == VALID.resolve() / "keys/prod_ed25519"
     assert (ms["gpu-1"].ssh_user, ms["gpu-1"].ssh_port) == ("ubuntu", 22)
-    assert ms["gpu-1"].ssh_key == Path("keys/gpu_ed25519")
+    assert ms["gpu-1"].ssh_key == VALID.resolve() / "keys/gpu_ed25519"
     reg = cluster.spec.registries.private[0]
-    assert (reg.username, reg.password_file) == ("ci-puller", Path("secrets/hub-password"))
+    assert (reg.username, reg.password_file) == ("ci-puller",
+                                                 VALID.resolve() / "secrets/hub-password")
 
 
 def test_vagrant_offsets_and_mirror() -> None:
@@ -126,7 +128,7 @@ def test_registries_and_local_artifacts() -> None:
     reg = cluster.spec.registries
     assert [m.registry for m in reg.mirrors] == ["docker.io", "registry.k8s.io"]
     assert [p.host for p in reg.private] == ["hub.test.com", "localhost:5000"]
-    assert cluster.spec.artifacts.path == Path("bundles/k8s-1.33.tar")
+    assert cluster.spec.artifacts.path == VALID.resolve() / "bundles/k8s-1.33.tar"
     assert cluster.spec.container_runtime.oci_runtime == "runc"
 
 

@@ -1,7 +1,8 @@
 """Local files a spec names: registry CAs and passwords, SSH keys, a local artifact source.
 
 Scope: where each file is (relative paths start at the spec's folder, ``~`` is expanded for
-SSH keys as ssh does), and whether what is there is right: a caFile holds PEM certificates,
+SSH keys as ssh does; ``resolved`` writes those paths into the spec that ``load_file`` hands
+on), and whether what is there is right: a caFile holds PEM certificates,
 a passwordFile is not empty, a privateKeyFile is a private key (not its ``.pub``), an
 artifacts.path is a directory or a bundle tar. ``check`` splits problems with files that
 exist (always errors) from files that are missing: those are errors where the caller asks
@@ -19,7 +20,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 
@@ -67,6 +68,42 @@ def named(cluster: Cluster, base: Path) -> list[LocalFile]:
     if spec.artifacts.source == "local":
         add("spec.artifacts.path", spec.artifacts.path, "artifacts")
     return found
+
+
+def resolved(cluster: Cluster, base: Path) -> Cluster:
+    """``cluster`` with every local file it names as the absolute path ``named`` resolves.
+
+    ``load_file`` hands this on, so every reader of a path (the SSH login of Ansible, verify
+    and the providers, render's registry files, the artifact fetch) opens the file the
+    checks looked at, whatever the working directory: a relative path starts at the spec's
+    folder, and ``~`` in an SSH key path is the controller user's home, as in ssh.
+    """
+    paths = {f.field: f.resolved for f in named(cluster, base)}
+    if not paths:
+        return cluster
+    spec = cluster.spec
+
+    def key(field: str, model: Any) -> Any:
+        return model if field not in paths else model.model_copy(
+            update={"private_key_file": paths[field]})
+
+    hosts = [h if h.ssh is None else h.model_copy(update={
+        "ssh": key(f"spec.hosts[{i}].ssh.privateKeyFile", h.ssh)})
+        for i, h in enumerate(spec.hosts)]
+    private = [r.model_copy(update={
+        k: paths[f"spec.registries.private[{i}].{field}"]
+        for k, field in (("ca_file", "caFile"), ("password_file", "passwordFile"))
+        if f"spec.registries.private[{i}].{field}" in paths})
+        for i, r in enumerate(spec.registries.private)]
+    artifacts = spec.artifacts if "spec.artifacts.path" not in paths else (
+        spec.artifacts.model_copy(update={"path": paths["spec.artifacts.path"]}))
+    new_spec = spec.model_copy(update={
+        "ssh": key("spec.ssh.privateKeyFile", spec.ssh),
+        "hosts": hosts,
+        "registries": spec.registries.model_copy(update={"private": private}),
+        "artifacts": artifacts,
+    })
+    return cluster.model_copy(update={"spec": new_spec})
 
 
 def check(cluster: Cluster, base: Path) -> tuple[list[SpecIssue], list[SpecIssue]]:

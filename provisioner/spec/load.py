@@ -266,10 +266,11 @@ def _too_large(size: int) -> SpecIssue:
 def load_file(path: Path, *, require_files: bool = False) -> models.Cluster:
     """Read and validate the spec at ``path``, and the local files it names.
 
-    Relative file paths in the spec start at the spec's folder. Files that exist must be
-    right (a caFile holds PEM certificates, ...); missing ones are errors only with
-    ``require_files``, for commands that read them (``artifacts build`` makes artifacts.path,
-    so it must not require it).
+    Relative file paths in the spec start at the spec's folder, and the returned spec names
+    every local file by that resolved, absolute path. Files that exist must be right (a
+    caFile holds PEM certificates, ...); missing ones are errors only with ``require_files``,
+    for commands that read them (``artifacts build`` makes artifacts.path, so it must not
+    require it).
     """
     return parse(read_bounded(path), str(path), path.resolve().parent, require_files)
 
@@ -278,7 +279,8 @@ def parse(text: str | bytes, source: str = "<spec>", base: Path | None = None,
           require_files: bool = False) -> models.Cluster:
     """Validate spec text; every problem is reported at once.
 
-    With ``base`` (the spec's folder) the local files the spec names are checked too.
+    With ``base`` (the spec's folder) the local files the spec names are checked too, and
+    named by their resolved paths in the result (``spec.files.resolved``).
     """
     try:
         return _parse(text, source, base, require_files)
@@ -318,6 +320,7 @@ def _parse(text: str | bytes, source: str, base: Path | None,
         problems, missing = files.check(cluster, base)
         if problems or (require_files and missing):
             raise SpecError(source, problems + (missing if require_files else []))
+        cluster = files.resolved(cluster, base)
     return with_defaults(cluster)
 
 
