@@ -59,6 +59,18 @@ def _label_check(what: str, max_len: int, hint_extra: str = "") -> AfterValidato
     return AfterValidator(check)
 
 
+def _not_bool(value: object) -> object:
+    # pydantic takes true as 1: `port: yes` (YAML 1.1's boolean) would mean port 1.
+    if isinstance(value, bool):
+        raise _invalid(
+            "int_from_bool",
+            f"expected a whole number, got {str(value).lower()}",
+            "write the number (YAML reads unquoted yes, no, on, off, true and false as "
+            "booleans)",
+        )
+    return value
+
+
 def _registry_host(value: str) -> str:
     problem = host_port_problem(value)
     if problem is not None:
@@ -151,7 +163,8 @@ RegistryHost = Annotated[str, AfterValidator(_registry_host)]
 AliasName = Annotated[str, AfterValidator(_alias_name)]
 HttpURL = Annotated[str, AfterValidator(_http_url)]
 Cidr = Annotated[IPv4Network, BeforeValidator(_cidr_text)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Whole = Annotated[int, BeforeValidator(_not_bool)]
+Port = Annotated[Whole, Field(ge=1, le=65535)]
 SSHUser = Annotated[str, AfterValidator(_ssh_user)]
 Domain = Annotated[str, AfterValidator(_cluster_domain)]
 SAN = Annotated[str, AfterValidator(_extra_san)]
@@ -229,7 +242,7 @@ class NspawnProvider(Model):
         IPv4Network("192.168.56.0/24"),
         description="Machine network; the bridge takes the first address.",
     )
-    first_host_offset: Annotated[int, Field(ge=2, le=250)] = Field(
+    first_host_offset: Annotated[Whole, Field(ge=2, le=250)] = Field(
         11, description="Generated machines get addresses from subnet start + this offset."
     )
     suite: Literal["bookworm"] = Field("bookworm", description="Debian release of the image.")
@@ -256,14 +269,14 @@ class VagrantProvider(Model):
         description="Vagrant box; the default is built locally by `provisioner vagrant box`.",
     )
     vagrant_provider: Literal["libvirt", "virtualbox"] = Field("libvirt")
-    memory_mib: Annotated[int, Field(ge=1024)] = Field(2048, description="Memory per VM.")
-    cpus: Annotated[int, Field(ge=1, le=64)] = Field(2, description="vCPUs per VM.")
+    memory_mib: Annotated[Whole, Field(ge=1024)] = Field(2048, description="Memory per VM.")
+    cpus: Annotated[Whole, Field(ge=1, le=64)] = Field(2, description="vCPUs per VM.")
     subnet: Cidr = Field(IPv4Network("192.168.56.0/24"), description="Private network.")
-    first_host_offset: Annotated[int, Field(ge=2, le=250)] = 11
+    first_host_offset: Annotated[Whole, Field(ge=2, le=250)] = 11
     libvirt_driver: Literal["auto", "kvm", "qemu"] = Field(
         "auto", description="`qemu` (software emulation) where there is no usable /dev/kvm."
     )
-    boot_timeout: Annotated[int, Field(ge=60)] = Field(
+    boot_timeout: Annotated[Whole, Field(ge=60)] = Field(
         900, description="Seconds Vagrant waits for a VM to boot (long under emulation)."
     )
     cpu_model: str = Field(
@@ -303,7 +316,7 @@ Provider = Annotated[
 class ControlPlane(Model):
     """Control-plane nodes: kube-apiserver, kube-controller-manager, kube-scheduler."""
 
-    count: Annotated[int, Field(ge=0)] | None = Field(
+    count: Annotated[Whole, Field(ge=0)] | None = Field(
         None, description="1, 3 or 5 (1 leader + standbys). Default 1, or len(hosts)."
     )
     hosts: list[HostRef] | None = Field(None, description="Names from spec.hosts.")
@@ -312,7 +325,8 @@ class ControlPlane(Model):
 class Workers(Model):
     """Worker nodes: kubelet, kube-proxy and the runtime, no control plane."""
 
-    count: Annotated[int, Field(ge=0)] | None = Field(None, description="Default 0, or len(hosts).")
+    count: Annotated[Whole, Field(ge=0)] | None = Field(
+        None, description="Default 0, or len(hosts).")
     hosts: list[HostRef] | None = Field(None, description="Names from spec.hosts.")
 
 
@@ -324,7 +338,7 @@ class Etcd(Model):
         description="`controlPlane`: one member per control-plane node (stacked, as kubeadm). "
         "`dedicated`: a separate etcd group.",
     )
-    count: Annotated[int, Field(ge=0)] | None = Field(
+    count: Annotated[Whole, Field(ge=0)] | None = Field(
         None, description="Members of a dedicated group: 1, 3 or 5."
     )
     hosts: list[HostRef] | None = Field(None, description="Names from spec.hosts (dedicated).")
@@ -351,7 +365,7 @@ class Network(Model):
     )
     pod_cidr: Cidr = Field(IPv4Network("10.244.0.0/16"), alias="podCIDR")
     service_cidr: Cidr = Field(IPv4Network("10.96.0.0/12"), alias="serviceCIDR")
-    node_cidr_mask_size: Annotated[int, Field(ge=16, le=28)] = Field(
+    node_cidr_mask_size: Annotated[Whole, Field(ge=16, le=28)] = Field(
         24, alias="nodeCIDRMaskSize", description="Prefix length of each node's pod subnet."
     )
     cluster_domain: Domain = Field(
@@ -375,7 +389,7 @@ class DNS(Model):
     """Cluster DNS."""
 
     provider: Literal["coredns"] = "coredns"
-    replicas: Annotated[int, Field(ge=1, le=10)] = 2
+    replicas: Annotated[Whole, Field(ge=1, le=10)] = 2
     upstream_servers: list[IPv4Address] = Field(
         default_factory=list, description="Forwarders; empty = the nodes' /etc/resolv.conf.",
         examples=["1.1.1.1"],
@@ -437,10 +451,12 @@ class LoadBalancer(Model):
         "apiservers. `vip`: keepalived VIP + haproxy on the control-plane nodes. `external`: "
         "a load balancer you run at `address`.",
     )
-    port: Port = Field(8443, description="Load balancer port (apiservers listen on 6443).")
+    port: Port = Field(8443, description="Load balancer port; it must differ from "
+                       "spec.apiserver.securePort (where each apiserver listens, 6443 by "
+                       "default) unless the mode is `external`.")
     vip: IPv4Address | None = Field(None, description="Virtual IP for mode `vip`.",
                                     examples=["192.168.56.100"])
-    virtual_router_id: Annotated[int, Field(ge=1, le=255)] = Field(
+    virtual_router_id: Annotated[Whole, Field(ge=1, le=255)] = Field(
         51,
         description="VRRP router id of the VIP in mode `vip`: unique among the VRRP routers "
         "on the control-plane network (another cluster's keepalived included).",

@@ -455,7 +455,8 @@ def load_balancer(cluster: Cluster) -> Iterator[SpecIssue]:
     if lb.mode != "external" and lb.port == spec.apiserver.secure_port:
         yield SpecIssue("spec.loadBalancer.port", f"port {lb.port} is also "
                         "spec.apiserver.securePort; haproxy and kube-apiserver would collide",
-                        "use another port for one of them, e.g. 8443 for the load balancer")
+                        "use another port for one of them, e.g. "
+                        f"{_free_port(cluster, {})} for the load balancer")
 
 
 @rule
@@ -642,11 +643,19 @@ def port_clashes(cluster: Cluster) -> Iterator[SpecIssue]:
                 others = ", ".join(p for p, f in users if (p, f) != (program, field))
                 fix = _PORT_FIXES["ssh" if program == "sshd" else field]
                 yield SpecIssue(field, f"port {port} ({program}) is also the port of {others} "
-                                f"on host {m.name}", fix.format(free=_free_port(bound)))
+                                f"on host {m.name}", fix.format(free=_free_port(cluster, bound)))
 
 
-def _free_port(bound: dict[int, list[tuple[str, str]]]) -> int:
-    return next(p for p in (8443, 6443, 9443, 7443, 16443) if p not in bound)
+def _free_port(cluster: Cluster, bound: dict[int, list[tuple[str, str]]]) -> int:
+    """A port to suggest: none of ``bound`` (one host's), of the spec's configured ports
+    (load balancer, apiserver, SSH) or of any component's fixed ports."""
+    from provisioner.components import ALL  # components import the spec: import at use
+
+    spec = cluster.spec
+    taken = {*bound, spec.load_balancer.port, spec.apiserver.secure_port, spec.ssh.port,
+             *(h.ssh.port for h in spec.hosts if h.ssh is not None and h.ssh.port),
+             *(p for c in ALL if c.name not in _PORT_FIELDS for p in c.ports)}
+    return next(p for p in (8443, 6443, 9443, 7443, 16443, 18443) if p not in taken)
 
 
 # Rules that resolve machines; skipped while host references themselves are broken.
