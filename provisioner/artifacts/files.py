@@ -168,10 +168,12 @@ def tar_files(path: Path) -> dict[str, str]:
 
 
 def resolve_members(
-    path: Path, items: tuple[InstallItem, ...]
+    path: Path, items: tuple[InstallItem, ...], files: dict[str, str] | None = None,
 ) -> tuple[tuple[InstallItem, ...], list[str]]:
-    """``items`` with members spelled as the archive stores them, and the members it lacks."""
-    files = tar_files(path)
+    """``items`` with members spelled as the archive stores them, and the members it lacks
+    (``files``: the archive's ``tar_files``, when the caller has them already)."""
+    if files is None:
+        files = tar_files(path)
     out: list[InstallItem] = []
     missing: list[str] = []
     for i in items:

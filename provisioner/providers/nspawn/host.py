@@ -174,7 +174,16 @@ KUBELET_SYSCTLS: tuple[tuple[str, str], ...] = (
     ("kernel/panic_on_oops", "1"),
     ("kernel/keys/root_maxkeys", "1000000"),
     ("kernel/keys/root_maxbytes", "25000000"),
+    # inotify limits are per user of the host, and every machine's root is the host's root:
+    # systemd, journald, containerd (its CRI plugin watches the CNI directory) and kubelet
+    # (cAdvisor) each take instances. Debian's 128 ran out at the sixth node (containerd's
+    # CRI failed to load, kubelet exited "inotify_init: too many open files"); kind raises
+    # them for the same reason. 8192 instances cover 50 nodes with room to spare.
+    ("fs/inotify/max_user_instances", "8192"),
+    ("fs/inotify/max_user_watches", "524288"),
 )
+# Limits that are only ever raised, never lowered (a host set higher keeps its value).
+RAISE_ONLY = ("kernel/keys/", "fs/inotify/")
 
 
 def ensure_kubelet_sysctls(proc_sys: Path = Path("/proc/sys")) -> list[str]:
@@ -186,8 +195,8 @@ def ensure_kubelet_sysctls(proc_sys: Path = Path("/proc/sys")) -> list[str]:
             have = path.read_text().strip()
         except OSError:
             continue  # not in this kernel (keys): kubelet skips it too
-        # root_maxkeys/maxbytes: kubelet only raises them.
-        if have == want or (key.startswith("kernel/keys/") and int(have) >= int(want)):
+        # root_maxkeys/maxbytes: kubelet only raises them; inotify limits likewise.
+        if have == want or (key.startswith(RAISE_ONLY) and int(have) >= int(want)):
             continue
         path.write_text(want + "\n")
         changed.append(f"{key.replace('/', '.')}: {have} -> {want}")

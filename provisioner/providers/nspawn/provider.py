@@ -190,8 +190,8 @@ class NspawnMachines:
         host.ensure_forward_rule(self.network.bridge)
         changed = host.ensure_kubelet_sysctls()
         if changed:
-            self.report("host sysctls kubelet needs (host-global, shared by nspawn machines): "
-                        + ", ".join(changed))
+            self.report("host sysctls the nodes need (host-global, shared by nspawn machines: "
+                        "kubelet's kernel settings, inotify limits): " + ", ".join(changed))
         if not self.provider.apt_proxy:
             return []
         warning = host.ensure_apt_proxy(
