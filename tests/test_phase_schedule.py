@@ -1,0 +1,118 @@
+"""Phase scheduling in ``provision._run_phases``: which phases run at the same time.
+
+Scope: no Ansible here. ``run_playbook`` is replaced by a recorder that sleeps a little and
+notes when each phase started and ended, so the tests check the order the scheduler keeps
+(``PHASE_AFTER``), that independent phases overlap, that a failure stops later phases and
+that the first failure in plan order is the one reported.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner import provision as provision_mod
+from provisioner.execute import HostResult, NullProgress, PhaseResult
+from provisioner.plan import PHASE_AFTER, build_plan, phase_after, select_phases
+from provisioner.spec import parse
+
+SPEC = """
+apiVersion: provisioner.dev/v1alpha1
+kind: Cluster
+metadata: {name: sched}
+spec:
+  provider: {type: nspawn}
+  controlPlane: {count: 3}
+  workers: {count: 2}
+"""
+
+
+class Recorder:
+    """Stands in for ``run_playbook``: records (phase, start, end), fails named phases."""
+
+    def __init__(self, fail: tuple[str, ...] = (), seconds: float = 0.15) -> None:
+        self.fail = fail
+        self.seconds = seconds
+        self.spans: dict[str, tuple[float, float]] = {}
+        self.vars: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, pdd: Path, playbook: str, hosts: list[str], extravars: dict[str, Any],
+                 run_dir: Path, phase: str, progress: Any, cancel: Any = None) -> PhaseResult:
+        start = time.monotonic()
+        time.sleep(self.seconds)
+        failed = phase in self.fail
+        with self.lock:
+            self.spans[phase] = (start, time.monotonic())
+            self.vars[phase] = extravars
+        return PhaseResult(phase=phase, playbook=playbook,
+                           status="failed" if failed else "successful", rc=2 if failed else 0,
+                           seconds=self.seconds,
+                           hosts={h: HostResult(h, ok=1, failed=int(failed)) for h in hosts})
+
+
+def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rec: Recorder,
+         parallel: bool = True, skip: list[str] | None = None) -> Any:
+    monkeypatch.setattr(provision_mod, "run_playbook", rec)
+    plan = build_plan(parse(SPEC))
+    selected = select_phases(plan, None, skip)
+    return provision_mod._run_phases(plan, selected, tmp_path, {}, tmp_path, NullProgress(),
+                                     None, parallel)
+
+
+def test_phase_after_is_transitive_and_covers_every_phase() -> None:
+    assert phase_after("control-plane") == {"preflight", "os", "etcd", "lb"}
+    assert phase_after("addons") >= {"node", "runtime", "control-plane", "etcd", "lb"}
+    assert phase_after("runtime") == {"preflight", "os"}
+    plan = build_plan(parse(SPEC))
+    assert {p.name for p in plan.phases} == set(PHASE_AFTER)
+
+
+def test_independent_phases_overlap_and_dependencies_are_kept(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    rec = Recorder()
+    results, skipped, failure = _run(monkeypatch, tmp_path, rec)
+    assert failure is None and skipped == []
+    # Results come back in plan order, whatever order the phases ended in.
+    assert [r.phase for r in results] == [
+        "preflight", "os", "runtime", "etcd", "lb", "control-plane", "node", "addons"]
+    for phase, (start, _) in rec.spans.items():
+        for dep in phase_after(phase) & set(rec.spans):
+            assert rec.spans[dep][1] <= start, f"{phase} started before {dep} ended"
+    starts = [rec.spans[p][0] for p in ("runtime", "etcd", "lb")]
+    ends = [rec.spans[p][1] for p in ("runtime", "etcd", "lb")]
+    assert max(starts) < min(ends), "runtime, etcd and lb did not run at the same time"
+    assert rec.vars["etcd"]["provisioner_phase"] == "etcd"
+
+
+def test_serial_runs_one_phase_at_a_time_in_plan_order(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    rec = Recorder(seconds=0.02)
+    results, _, failure = _run(monkeypatch, tmp_path, rec, parallel=False)
+    assert failure is None
+    spans = [rec.spans[r.phase] for r in results]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+
+
+def test_a_failure_stops_later_phases_and_the_first_in_plan_order_is_reported(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    rec = Recorder(fail=("lb", "runtime"))
+    results, _, failure = _run(monkeypatch, tmp_path, rec)
+    # etcd, runtime and lb were already running together: all three finish; nothing after.
+    assert {r.phase for r in results} == {"preflight", "os", "runtime", "etcd", "lb"}
+    assert failure is not None and failure.phase == "runtime"
+    assert "control-plane" not in rec.spans and "node" not in rec.spans
+
+
+def test_a_phase_not_in_the_run_does_not_hold_back_the_others(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    rec = Recorder(seconds=0.02)
+    results, _, failure = _run(monkeypatch, tmp_path, rec, skip=["etcd", "os"])
+    assert failure is None
+    assert [r.phase for r in results] == [
+        "preflight", "runtime", "lb", "control-plane", "node", "addons"]
+    assert rec.spans["preflight"][1] <= rec.spans["lb"][0]
