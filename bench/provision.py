@@ -41,6 +41,7 @@ from provisioner.spec.load import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIFT_FILE = "/var/lib/kube-proxy/config.yaml"
+SERIAL = False  # --serial: one phase at a time (provision --serial), to compare
 
 
 def _spec(base: Path, name: str, workers: int) -> dict[str, Any]:
@@ -60,7 +61,8 @@ def _spec(base: Path, name: str, workers: int) -> dict[str, Any]:
 
 def _timed(log: IO[str], spec: Path, **kw: Any) -> tuple[float, ProvisionResult]:
     t0 = time.monotonic()
-    result = provision(spec, None, kw.get("skip"), None, True, LineProgress(log))
+    result = provision(spec, None, kw.get("skip"), None, True, LineProgress(log),
+                       parallel=not SERIAL)
     seconds = time.monotonic() - t0
     print(f"  {kw.get('label', 'run')}: {seconds:.1f}s, {result.changed} changed, steps "
           + ", ".join(f"{k} {v:.1f}" for k, v in result.steps.items()), flush=True)
@@ -117,7 +119,11 @@ def main() -> None:
     ap.add_argument("--spec", default=str(ROOT / "inventories" / "nspawn-3cp-2w.yaml"))
     ap.add_argument("--log", default="/tmp/bench-provision.log",
                     help="where the runs' progress lines go")
+    ap.add_argument("--serial", action="store_true",
+                    help="run one phase at a time (provision --serial), to compare")
     args = ap.parse_args()
+    global SERIAL
+    SERIAL = args.serial
     sizes = [int(s) for s in args.sizes.split(",")]
     if os.geteuid() != 0 or any(s < 4 for s in sizes):
         raise SystemExit("run as root, with sizes of at least 4 nodes")

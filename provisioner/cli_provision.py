@@ -138,6 +138,10 @@ def provision_cmd(
         "--full", help="Run every selected phase on all its hosts, even where the survey "
         "found a host already matching the plan (by default a phase runs only on the "
         "hosts that differ in it).")] = False,
+    serial: Annotated[bool, typer.Option(
+        "--serial", help="Run one phase at a time, in plan order (by default runtime, etcd "
+        "and lb run at the same time after os; slower, for reading one phase's output "
+        "alone).")] = False,
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Show every task's start and end on each host, with its "
         "status and seconds.")] = False,
@@ -147,14 +151,16 @@ def provision_cmd(
         "run summary); human messages go to stderr.")] = False,
 ) -> None:
     """Converge the hosts: one survey finds what differs from the plan, then the selected
-    phases' playbooks run where something differs, in order, stopping at a failure."""
+    phases' playbooks run where something differs (independent phases at the same time),
+    stopping at a failure."""
     # With --json, stdout carries only the events; everything for people goes to stderr.
     human = err if as_json else out
     progress = progress_for(human, verbose=verbose, json_stream=sys.stdout if as_json else None)
     try:
         with progress:
             result = provision(file, split_list(only), split_list(skip), state_dir, not no_machines,
-                               progress, replace_identity, trust_on_first_use, full)
+                               progress, replace_identity, trust_on_first_use, full,
+                               parallel=not serial)
     except ProvisionError as exc:
         _fail(f"error: {exc}", exc.exit_code)
     if isinstance(progress, JsonProgress):

@@ -16,8 +16,10 @@ import json
 import os
 import secrets
 import shlex
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +39,14 @@ from provisioner.execute import (
     run_playbook,
 )
 from provisioner.execute.runner import rendered_envvars
-from provisioner.plan import Phase, PhaseSelectionError, Plan, build_plan, select_phases
+from provisioner.plan import (
+    Phase,
+    PhaseSelectionError,
+    Plan,
+    build_plan,
+    phase_after,
+    select_phases,
+)
 from provisioner.providers.base import ProviderError
 from provisioner.providers.connections import read_connections
 from provisioner.render.tree import RenderedTree
@@ -439,6 +448,7 @@ def provision(
     replace_identity: bool = False,
     trust_on_first_use: bool = False,
     full: bool = False,
+    parallel: bool = True,
 ) -> ProvisionResult:
     """Converge the hosts of ``spec_file``: the selected phases, in order, stopping at the
     first failure. ``machines`` brings the provider's machines up first (nspawn, vagrant).
@@ -450,7 +460,8 @@ def provision(
     Before any phase, one survey compares every host with what the selected phases want;
     a phase then runs only on the hosts that differ in it (on all its hosts for a
     cluster-wide phase), so a converged cluster costs one round trip. ``full`` runs every
-    selected phase on all its hosts.
+    selected phase on all its hosts. Independent phases run at the same time
+    (``PHASE_AFTER``); ``parallel=False`` runs one phase at a time.
     """
     started = time.monotonic()
     plan, selected = _plan_and_select(spec_file, only, skip, state_dir)
@@ -501,7 +512,7 @@ def provision(
             progress.note(note)
         mark = time.monotonic()
         results, skipped, failure = _run_phases(plan, selected, pdd, base_vars, run_dir,
-                                                progress, targets)
+                                                progress, targets, parallel)
         steps["phases"] = time.monotonic() - mark
         checks: list[CheckResult] = []
         if failure is None and any(p.name == "verify" for p in selected):
@@ -523,6 +534,45 @@ def provision(
     return result
 
 
+class _Serialized:
+    """A progress sink that phases running at the same time share: one call at a time."""
+
+    def __init__(self, inner: ProgressSink) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+
+    def phase_started(self, phase: str, hosts: Sequence[str]) -> None:
+        with self.lock:
+            self.inner.phase_started(phase, hosts)
+
+    def task_started(self, phase: str, host: str, task: str) -> None:
+        with self.lock:
+            self.inner.task_started(phase, host, task)
+
+    def task_finished(self, phase: str, host: str, task: str, status: str,
+                      seconds: float) -> None:
+        with self.lock:
+            self.inner.task_finished(phase, host, task, status, seconds)
+
+    def phase_finished(self, result: PhaseResult) -> None:
+        with self.lock:
+            self.inner.phase_finished(result)
+
+    def note(self, message: str) -> None:
+        with self.lock:
+            self.inner.note(message)
+
+
+def _phase_failure(result: PhaseResult) -> Failure | None:
+    if result.succeeded:
+        return None
+    failures = result.failures()
+    if failures:
+        host, task, message = failures[0]
+        return Failure(result.phase, host, task, message)
+    return Failure(result.phase, None, None, result.error or f"status {result.status}")
+
+
 def _run_phases(
     plan: Plan,
     selected: tuple[Phase, ...],
@@ -531,16 +581,23 @@ def _run_phases(
     run_dir: Path,
     progress: ProgressSink,
     targets: dict[str, list[str]] | None = None,
+    parallel: bool = True,
 ) -> tuple[list[PhaseResult], list[tuple[str, str]], Failure | None]:
-    results: list[PhaseResult] = []
+    """Run the selected phases' playbooks on their target hosts.
+
+    A phase starts once every phase it needs (``PHASE_AFTER``) that this run includes has
+    succeeded, so independent phases (runtime, etcd and lb after os) run at the same time,
+    each in its own ansible-runner process; ``parallel=False`` runs them one at a time in
+    plan order. After a failure no further phase starts; those running finish (each stops
+    at a task boundary), and the first failure in plan order is reported.
+    """
     skipped: list[tuple[str, str]] = []
+    todo: list[tuple[Phase, list[str], list[str]]] = []
     for top in plan.phases:
         target = phase_targets(top, selected)
-        if target is None:
-            continue
+        if target is None or top.name == "verify":
+            continue  # verify is not a playbook: its checks run from the controller
         hosts, names = target
-        if top.name == "verify":
-            continue  # not a playbook: the checks run from the controller after the phases
         reason = None if hosts else "no hosts"
         if reason is None and targets is not None:
             hosts = [h for h in hosts if h in targets.get(top.name, ())]
@@ -549,21 +606,54 @@ def _run_phases(
             skipped.append((top.name, reason))
             progress.note(f"phase {top.name}: skipped, {reason}")
             continue
-        extravars = {**base_vars, "provisioner_selected": names}
+        todo.append((top, hosts, names))
+    sink: ProgressSink = _Serialized(progress) if parallel else progress
+    cancelled = threading.Event()
+
+    def run(item: tuple[Phase, list[str], list[str]]) -> PhaseResult:
+        top, hosts, names = item
+        extravars = {**base_vars, "provisioner_selected": names, "provisioner_phase": top.name}
+        return run_playbook(pdd, top.playbook, hosts, extravars, run_dir, top.name, sink,
+                            cancelled.is_set)
+
+    results: dict[str, PhaseResult] = {}
+    failures: dict[str, Failure] = {}
+    order = {top.name: i for i, (top, _, _) in enumerate(todo)}
+    included = set(order)
+    pending = list(todo)
+    workers = len(todo) if parallel else 1
+    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="phase") as pool:
+        running: dict[Future[PhaseResult], str] = {}
         try:
-            result = run_playbook(pdd, top.playbook, hosts, extravars, run_dir, top.name,
-                                  progress)
-        except ExecuteError as exc:
-            return results, skipped, Failure(top.name, None, None, str(exc))
-        results.append(result)
-        if not result.succeeded:
-            failures = result.failures()
-            if failures:
-                host, task, message = failures[0]
-                return results, skipped, Failure(top.name, host, task, message)
-            return results, skipped, Failure(top.name, None, None,
-                                             result.error or f"status {result.status}")
-    return results, skipped, None
+            while pending or running:
+                done_ok = {n for n, r in results.items() if r.succeeded}
+                if not failures:
+                    for item in list(pending):
+                        needs = phase_after(item[0].name) & included
+                        if needs <= done_ok and len(running) < workers:
+                            pending.remove(item)
+                            running[pool.submit(run, item)] = item[0].name
+                        elif not parallel:
+                            break
+                if not running:
+                    break  # a failure stopped the rest
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    name = running.pop(fut)
+                    try:
+                        result = fut.result()
+                    except ExecuteError as exc:
+                        failures[name] = Failure(name, None, None, str(exc))
+                        continue
+                    results[name] = result
+                    if (failure := _phase_failure(result)) is not None:
+                        failures[name] = failure
+        except BaseException:
+            cancelled.set()  # Ctrl-C: every running playbook is stopped, then re-raised
+            raise
+    ordered = sorted(results.values(), key=lambda r: order[r.phase])
+    first = min(failures.values(), key=lambda f: order[f.phase]) if failures else None
+    return ordered, skipped, first
 
 
 def _verify(plan: Plan, sdir: Path, run_dir: Path, progress: ProgressSink

@@ -82,5 +82,5 @@ def test_pack_refuses_a_relative_destination(tmp_path: Path) -> None:
         "pack_items": items, "pack_file": str(tmp_path / "p.tar")},
         tmp_path / "runs" / "bad", "test", NullProgress())
     assert not result.succeeded
-    host, task, message = result.failures()[0]
+    host, _task, message = result.failures()[0]
     assert host == "alpha" and "bad destination 'etc/relative'" in message

@@ -8,6 +8,7 @@ that the first failure in plan order is the one reported.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_serial_runs_one_phase_at_a_time_in_plan_order(
     results, _, failure = _run(monkeypatch, tmp_path, rec, parallel=False)
     assert failure is None
     spans = [rec.spans[r.phase] for r in results]
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 def test_a_failure_stops_later_phases_and_the_first_in_plan_order_is_reported(

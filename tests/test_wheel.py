@@ -142,7 +142,7 @@ def test_wheel_carries_the_data_and_renders_outside_the_checkout(tmp_path: Path)
     assert sorted(data - names) == [], "templates/playbooks files missing from the wheel"
     assert f"{DATA}/Vagrantfile" in names
     assert f"{DATA}/playbooks/filter_plugins/provisioner.py" in names
-    assert f"{DATA}/playbooks/roles/provisioner_artifacts/files/pack.py" in names
+    assert f"{DATA}/playbooks/action_plugins/provisioner_pack_install.py" in names
     for f in _checkout_files("provisioner"):  # versions, flags, build recipes, py.typed
         if not f.endswith(".py"):
             assert f in names, f"{f} missing from the wheel (pyproject package-data)"

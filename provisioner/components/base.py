@@ -73,6 +73,11 @@ class Component(ABC):
     def runs_on(self, cluster: Cluster, machine: Machine) -> bool:
         """True when ``machine`` runs this component."""
 
+    def listen_ports(self, cluster: Cluster) -> tuple[int, ...]:
+        """The ports this component listens on in ``cluster`` (``ports`` unless the spec
+        sets them: the apiserver's securePort, the load balancer's port)."""
+        return self.ports
+
     @abstractmethod
     def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
         """Every file this component needs on ``host``."""

@@ -54,6 +54,10 @@ class APIServer(Component):
         """Control-plane nodes."""
         return _is_cp(machine)
 
+    def listen_ports(self, cluster: Cluster) -> tuple[int, ...]:
+        """``spec.apiserver.securePort``."""
+        return (cluster.spec.apiserver.secure_port,)
+
     def flags(self, plan: Plan, host: HostPlan) -> list[tuple[str, str | None]]:
         """kube-apiserver flags for ``host``."""
         spec = plan.cluster.spec

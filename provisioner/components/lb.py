@@ -49,6 +49,10 @@ class Haproxy(Component):
             return machine.is_node
         return mode == "vip" and machine.is_control_plane
 
+    def listen_ports(self, cluster: Cluster) -> tuple[int, ...]:
+        """``spec.loadBalancer.port``."""
+        return (cluster.spec.load_balancer.port,)
+
     @staticmethod
     def binds(cluster: Cluster) -> tuple[str, ...]:
         """Listen addresses: loopback always (local clients and keepalived's check), plus the

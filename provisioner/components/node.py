@@ -98,7 +98,7 @@ class KubeProxy(Component):
     name: ClassVar[str] = "kube-proxy"
     phase: ClassVar[str] = "node"
     service: ClassVar[str | None] = "kube-proxy"
-    ports: ClassVar[tuple[int, ...]] = (10256,)
+    ports: ClassVar[tuple[int, ...]] = (10249, 10256)  # metrics (loopback), healthz
     artifacts: ClassVar[tuple[str, ...]] = ("kube-proxy",)
 
     def runs_on(self, cluster: Cluster, machine: Machine) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import IO, Any
 
 from provisioner.execute.model import Failure, HostResult, TaskTiming
 from provisioner.execute.progress import ProgressSink
+
+_LOG_LOCK = threading.Lock()
 
 EVENTS_FILE = "events.jsonl"
 MAX_TEXT = 2000
@@ -124,8 +127,10 @@ class EventRecorder:
         if not isinstance(data, dict):
             data = {}
         record = self._record(kind, event, data)
-        self.log.write(json.dumps(record, sort_keys=True, default=str) + "\n")
-        self.log.flush()
+        line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        with _LOG_LOCK:  # phases that run at the same time append to one events.jsonl
+            self.log.write(line)
+            self.log.flush()
         return False
 
     def _record(self, kind: str, event: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,17 @@ def run_playbook(
     run_dir: Path,
     phase: str,
     progress: ProgressSink,
+    cancel: Callable[[], bool] | None = None,
 ) -> PhaseResult:
     """Run ``playbook`` (relative to the project) on the ``limit`` hosts for ``phase``.
 
     ``extravars`` add to the rendered ``env/extravars`` (and win over them); every runner
     event goes to ``progress`` and to ``<run_dir>/events.jsonl``; ansible-runner's own
     artifacts (command, rc, status; no event payloads, no stdout) go to
-    ``<run_dir>/ansible/<phase>/``. Returns per-host results; never raises for a failed
-    play, only when the run cannot start (``ExecuteError``).
+    ``<run_dir>/ansible/<phase>/``. ``cancel`` returning True stops the playbook (phases
+    run in threads, where ansible-runner cannot install its own Ctrl-C handler). Returns
+    per-host results; never raises for a failed play, only when the run cannot start
+    (``ExecuteError``).
     """
     import ansible_runner  # slow to import; only runs need it
 
@@ -172,6 +176,7 @@ def run_playbook(
             artifact_dir=str(run_dir / "ansible"),
             ident=safe_phase,
             event_handler=recorder,
+            cancel_callback=cancel,
             quiet=True,
             suppress_output_file=True,
         )

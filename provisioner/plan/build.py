@@ -25,6 +25,35 @@ PHASES: tuple[tuple[str, str], ...] = (
     ("verify", "Named health checks of the whole cluster"),
 )
 
+# What each phase needs finished before it starts, where the run includes it (a phase that is
+# converged or not selected counts as finished; ``phase_after`` follows it transitively).
+# After os, runtime, etcd and lb touch disjoint files, services and packages, so they run at
+# the same time; the control plane needs etcd and its load balancer, the nodes need the
+# runtime and the apiservers, the addons the nodes.
+PHASE_AFTER: dict[str, tuple[str, ...]] = {
+    "preflight": (),
+    "os": ("preflight",),
+    "runtime": ("os",),
+    "etcd": ("os",),
+    "lb": ("os",),
+    "control-plane": ("etcd", "lb"),
+    "node": ("runtime", "lb", "control-plane"),
+    "addons": ("node",),
+    "verify": ("addons",),
+}
+
+
+def phase_after(name: str) -> frozenset[str]:
+    """Every phase that must be finished before ``name`` starts (transitively)."""
+    out: set[str] = set()
+    todo = list(PHASE_AFTER.get(name, ()))
+    while todo:
+        dep = todo.pop()
+        if dep not in out:
+            out.add(dep)
+            todo.extend(PHASE_AFTER.get(dep, ()))
+    return frozenset(out)
+
 
 def nodes_on_cgroup_v1(cluster: Cluster) -> bool:
     """Whether the cluster's nodes run cgroup v1.
@@ -89,7 +118,7 @@ def _host_plan(cluster: Cluster, m: Machine, index: int, pod_cidr: IPv4Network |
         artifacts.extend(c.artifacts)
         if c.name == "containerd":
             artifacts.append(cluster.spec.container_runtime.oci_runtime)
-    ports = sorted({p for c in comps for p in c.ports})
+    ports = sorted({p for c in comps for p in c.listen_ports(cluster)})
     return HostPlan(
         machine=m,
         index=index,

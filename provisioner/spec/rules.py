@@ -624,13 +624,7 @@ def port_clashes(cluster: Cluster) -> Iterator[SpecIssue]:
         for c in ALL:
             if not c.runs_on(cluster, m):
                 continue
-            if c.name == "kube-apiserver":
-                ports: tuple[int, ...] = (spec.apiserver.secure_port,)
-            elif c.name == "haproxy":
-                ports = (spec.load_balancer.port,)
-            else:
-                ports = c.ports
-            for port in ports:
+            for port in c.listen_ports(cluster):
                 bound.setdefault(port, []).append((c.name, _PORT_FIELDS.get(c.name, "")))
         for port, users in sorted(bound.items()):
             fields = {f for _, f in users if f}

@@ -34,6 +34,7 @@ from provisioner.providers.ssh import (
     cluster_ssh,
     known_hosts_lines,
     ssh_run,
+    tcp_open,
     wait_for_ssh,
 )
 from provisioner.spec.models import Cluster, NspawnProvider
@@ -168,9 +169,14 @@ class NspawnMachines:
                     tail = _tail(cfg.paths.console, 15)
                     return f"{cfg.name}: systemd-nspawn exited; {cfg.paths.console}:\n{tail}"
 
-                waited = wait_for_ssh(
-                    ssh, cfg.ssh_user, cfg.address, cfg.ssh_port, SSH_TIMEOUT, died
-                )
+                if action == "unchanged" and tcp_open(cfg.address, cfg.ssh_port):
+                    # A machine that was already running and listens: the survey logs in
+                    # next (and reports a host it cannot reach), so no login here.
+                    waited = 0.0
+                else:
+                    waited = wait_for_ssh(
+                        ssh, cfg.ssh_user, cfg.address, cfg.ssh_port, SSH_TIMEOUT, died
+                    )
                 if action != "unchanged":
                     self.report(
                         f"{cfg.name} {action}: {cfg.address}, ssh after {waited:.1f}s"
