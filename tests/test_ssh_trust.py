@@ -6,6 +6,7 @@ loopback; no test double of the protocol)."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from provisioner import provision as provision_mod
 from provisioner.plan import Plan, build_plan
+from provisioner.providers.ssh import known_hosts_args, known_hosts_option
 from provisioner.provision import pinned_ssh_args
 from provisioner.render.runner import envvars
 from provisioner.spec import parse
@@ -119,8 +121,20 @@ def test_ansible_never_switches_checking_off(tmp_path: Path, home: Path) -> None
     assert "StrictHostKeyChecking=yes" in env["ANSIBLE_SSH_ARGS"]
     assert "/dev/null" not in env["ANSIBLE_SSH_ARGS"]
     args = pinned_ssh_args(env["ANSIBLE_SSH_ARGS"], known_hosts_files(plan, tmp_path))
-    assert f'UserKnownHostsFile="{tmp_path}/ssh/known_hosts {home}/.ssh/known_hosts"' in args
+    words = shlex.split(args)
+    assert f'UserKnownHostsFile="{tmp_path}/ssh/known_hosts" "{home}/.ssh/known_hosts"' in words
     assert args.count("StrictHostKeyChecking") == 1
+
+
+def test_known_hosts_files_under_a_path_with_a_space_stay_whole(tmp_path: Path) -> None:
+    # ssh splits UserKnownHostsFile on whitespace unless each file is quoted; Ansible splits
+    # its ssh arguments with shlex first. Measured with OpenSSH 9.2: the unquoted form made
+    # ssh look for "/tmp/a" and "b/kh" and refuse every host key.
+    files = (Path("/tmp/a b/known_hosts"), Path('/odd"name/kh'))
+    option = known_hosts_option(files)
+    assert option == 'UserKnownHostsFile="/tmp/a b/known_hosts" "/odd\\"name/kh"'
+    assert shlex.split(known_hosts_args(files)) == ["-o", option, "-o",
+                                                    "StrictHostKeyChecking=yes"]
 
 
 def test_provision_refuses_untrusted_host_keys_before_any_phase(

@@ -7,6 +7,7 @@ keys of machines the provider made are known in advance, so they are pinned in a
 
 from __future__ import annotations
 
+import shlex
 import socket
 import subprocess
 import time
@@ -17,6 +18,21 @@ from pathlib import Path
 
 from provisioner.providers.base import ProviderError
 from provisioner.state import cluster_dir, private_dir
+
+
+def known_hosts_option(files: tuple[Path, ...]) -> str:
+    """The ssh option ``UserKnownHostsFile`` for ``files``, each double-quoted: ssh splits
+    the value on whitespace, so a state directory under a path with a space would otherwise
+    name files that do not exist (and no host key would be trusted)."""
+    quoted = " ".join('"' + str(f).replace("\\", "\\\\").replace('"', '\\"') + '"'
+                      for f in files)
+    return f"UserKnownHostsFile={quoted}"
+
+
+def known_hosts_args(files: tuple[Path, ...]) -> str:
+    """``known_hosts_option`` as one word of an Ansible ssh argument string (Ansible
+    splits those with shlex), with checking on."""
+    return f"-o {shlex.quote(known_hosts_option(files))} -o StrictHostKeyChecking=yes"
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,7 @@ class ClusterSSH:
             "-p", str(port),
             "-o", "IdentitiesOnly=yes",
             "-o", "BatchMode=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", known_hosts_option((self.known_hosts,)),
             "-o", "StrictHostKeyChecking=yes",
             "-o", "ConnectTimeout=3",
             "-o", "LogLevel=ERROR",
@@ -46,10 +62,7 @@ class ClusterSSH:
 
     def common_args(self) -> str:
         """``ansible_ssh_common_args``: pin the host keys the same way."""
-        return (
-            f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes "
-            "-o IdentitiesOnly=yes"
-        )
+        return f"{known_hosts_args((self.known_hosts,))} -o IdentitiesOnly=yes"
 
 
 def cluster_ssh(cluster: str, private_key: Path | None = None) -> ClusterSSH:

@@ -23,6 +23,7 @@ import paramiko
 
 from provisioner.plan.model import HostPlan, Plan
 from provisioner.providers.connections import read_connections
+from provisioner.providers.ssh import known_hosts_args
 
 SshErrorKind = Literal["hostkey-unknown", "hostkey-mismatch", "auth", "refused", "timeout",
                        "unreachable", "key-missing", "ssh"]
@@ -111,8 +112,7 @@ def ssh_settings(plan: Plan, state_dir: Path) -> dict[str, SshSettings]:
 
 def ansible_known_hosts_args(files: tuple[Path, ...]) -> str:
     """ssh options that make Ansible trust exactly ``files`` (checking always on)."""
-    joined = " ".join(str(f) for f in files)
-    return f'-o UserKnownHostsFile="{joined}" -o StrictHostKeyChecking=yes'
+    return known_hosts_args(files)
 
 
 def _known_line(addr: str, port: int, key: paramiko.PKey) -> str:

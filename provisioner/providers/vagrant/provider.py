@@ -36,7 +36,7 @@ from provisioner.providers.connections import (
     read_connections,
     write_connections,
 )
-from provisioner.providers.ssh import ClusterSSH
+from provisioner.providers.ssh import ClusterSSH, known_hosts_args
 from provisioner.providers.vagrant import box
 from provisioner.providers.vagrant.config import vagrant_config
 from provisioner.resources import vagrantfile_dir as packaged_vagrantfile_dir
@@ -322,7 +322,7 @@ class VagrantMachines:
         known = self.state / "ssh" / "known_hosts"
         return inv.write_inventory(
             self.name, self.machines, Path("/nonexistent"),
-            f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes",
+            f"{known_hosts_args((known,))} -o IdentitiesOnly=yes",
             connections=conns)
 
     # --- down, status, inventory -------------------------------------------------------
