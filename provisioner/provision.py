@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +37,7 @@ from provisioner.execute import (
     PhaseResult,
     ProgressSink,
     TaskTiming,
+    link_project,
     run_playbook,
 )
 from provisioner.execute.runner import rendered_envvars
@@ -588,8 +590,9 @@ def _run_phases(
     A phase starts once every phase it needs (``PHASE_AFTER``) that this run includes has
     succeeded, so independent phases (runtime, etcd and lb after os) run at the same time,
     each in its own ansible-runner process; ``parallel=False`` runs them one at a time in
-    plan order. After a failure no further phase starts; those running finish (each stops
-    at a task boundary), and the first failure in plan order is reported.
+    plan order. After a failure no further phase starts; those running go on to their end,
+    and the first failure in plan order is reported. Ctrl-C and SIGTERM stop every running
+    playbook.
     """
     skipped: list[tuple[str, str]] = []
     todo: list[tuple[Phase, list[str], list[str]]] = []
@@ -609,6 +612,7 @@ def _run_phases(
         todo.append((top, hosts, names))
     sink: ProgressSink = _Serialized(progress) if parallel else progress
     cancelled = threading.Event()
+    link_project(pdd)  # once, before the threads: they would race on the link otherwise
 
     def run(item: tuple[Phase, list[str], list[str]]) -> PhaseResult:
         top, hosts, names = item
@@ -622,7 +626,8 @@ def _run_phases(
     included = set(order)
     pending = list(todo)
     workers = len(todo) if parallel else 1
-    with ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="phase") as pool:
+    with _stop_on_sigterm(cancelled), ThreadPoolExecutor(
+            max_workers=max(workers, 1), thread_name_prefix="phase") as pool:
         running: dict[Future[PhaseResult], str] = {}
         try:
             while pending or running:
@@ -636,7 +641,13 @@ def _run_phases(
                         elif not parallel:
                             break
                 if not running:
-                    break  # a failure stopped the rest
+                    if pending and not failures:  # PHASE_AFTER can never let them start
+                        stuck = ", ".join(t.name for t, _, _ in pending)
+                        failures[pending[0][0].name] = Failure(
+                            pending[0][0].name, None, None,
+                            f"phases {stuck} could not start: their PHASE_AFTER "
+                            "dependencies never finished (a bug in provisioner)")
+                    break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     name = running.pop(fut)
@@ -645,15 +656,43 @@ def _run_phases(
                     except ExecuteError as exc:
                         failures[name] = Failure(name, None, None, str(exc))
                         continue
+                    except Exception as exc:  # one phase's bug must not kill the others
+                        failures[name] = Failure(name, None, None,
+                                                 f"internal error: {type(exc).__name__}: {exc}")
+                        continue
                     results[name] = result
                     if (failure := _phase_failure(result)) is not None:
                         failures[name] = failure
         except BaseException:
-            cancelled.set()  # Ctrl-C: every running playbook is stopped, then re-raised
+            cancelled.set()  # Ctrl-C or SIGTERM: every running playbook is stopped
             raise
     ordered = sorted(results.values(), key=lambda r: order[r.phase])
     first = min(failures.values(), key=lambda f: order[f.phase]) if failures else None
     return ordered, skipped, first
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while phases ran (raised in the main thread after they stopped)."""
+
+
+@contextmanager
+def _stop_on_sigterm(cancelled: threading.Event) -> Iterator[None]:
+    """While phases run in threads, SIGTERM stops them like Ctrl-C does: ansible-runner
+    only installs its own handler in the main thread, and an ansible-playbook left running
+    in its own session would go on changing hosts after this process died."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        cancelled.set()
+        raise Terminated(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _verify(plan: Plan, sdir: Path, run_dir: Path, progress: ProgressSink

@@ -260,3 +260,24 @@ def test_plan_diff_shows_a_unified_diff_hides_secrets_and_names_restarts(
     assert "cv-cp1: no changes" in text and text.endswith("2 of 5 host(s) would change\n")
     data = json.loads(diff_json(wants, surveys))
     assert data["changed_hosts"] == 2 and data["hosts"]["cv-w2"]["restarts"] == ["kubelet"]
+
+
+def test_a_package_at_a_later_version_than_the_bundle_counts_as_converged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The role never downgrades (dpkg --refuse-downgrade, and it skips packages at the
+    # bundled version or later), so the survey must not flag a Debian security update.
+    from provisioner.converge import probe
+
+    real = probe._run
+
+    def run(argv: list[str], timeout: float = 30) -> tuple[int, str, str]:
+        if argv[0] == "dpkg-query":
+            return 0, ("haproxy install ok installed 2.6.12-1+deb12u5\n"
+                       "liblua5.3-0 install ok installed 5.3.6-1\n"
+                       "libold deinstall ok config-files 1.0\n"), ""
+        return real(argv, timeout)
+
+    monkeypatch.setattr(probe, "_run", run)
+    wanted = [("haproxy", "2.6.12-1+deb12u4"), ("liblua5.3-0", "5.3.6-2"), ("libold", "1.0"),
+              ("libnew", "1.0")]
+    assert probe._debs(wanted) == ["liblua5.3-0", "libold", "libnew"]

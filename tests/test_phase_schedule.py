@@ -117,3 +117,23 @@ def test_a_phase_not_in_the_run_does_not_hold_back_the_others(
     assert [r.phase for r in results] == [
         "preflight", "runtime", "lb", "control-plane", "node", "addons"]
     assert rec.spans["preflight"][1] <= rec.spans["lb"][0]
+
+
+def test_an_unexpected_error_in_one_phase_fails_it_and_lets_the_others_finish(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    class Broken(Recorder):
+        def __call__(self, pdd: Path, playbook: str, hosts: list[str],
+                     extravars: dict[str, Any], run_dir: Path, phase: str, progress: Any,
+                     cancel: Any = None) -> PhaseResult:
+            if phase == "etcd":
+                raise RuntimeError("sink exploded")
+            return super().__call__(pdd, playbook, hosts, extravars, run_dir, phase, progress,
+                                    cancel)
+
+    rec = Broken()
+    results, _, failure = _run(monkeypatch, tmp_path, rec)
+    assert failure is not None and failure.phase == "etcd"
+    assert "internal error: RuntimeError: sink exploded" in failure.message
+    # runtime and lb ran alongside etcd and were not cut short; nothing started after.
+    assert {r.phase for r in results} == {"preflight", "os", "runtime", "lb"}
+    assert all(r.succeeded for r in results)

@@ -3,7 +3,7 @@
 Arguments:
   items:  a list of {src (controller file), dest (absolute host path), mode (octal string)};
   pack:   where the controller writes the tar (inside the 0700 state directory: a pack of
-          rendered files may hold key material); written 0600.
+          rendered files may hold key material); written 0600, removed once sent.
 
 The tar is written on the controller by this plugin (no module run, no Python started per
 host), sent with the connection's put_file into the task's private remote temporary
@@ -56,6 +56,8 @@ class ActionModule(ActionBase):
 
     TRANSFERS_FILES = True
     _VALID_ARGS = frozenset(("items", "pack"))
+    # --check must not write to hosts: Ansible skips the task there.
+    _supports_check_mode = False
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = super().run(tmp, task_vars)
@@ -76,8 +78,11 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"provisioner_pack_install: cannot pack: {exc}") from None
         tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
         remote = self._connection._shell.join_path(tmpdir, "pack.tar")
-        self._transfer_file(pack, remote)
-        self._fixup_perms2((tmpdir, remote))
+        try:
+            self._transfer_file(pack, remote)
+        finally:
+            os.unlink(pack)  # it may hold key material: the controller keeps no copy
+        self._fixup_perms2((tmpdir, remote), execute=False)
         q = shlex.quote(remote)
         script = (f"set -e; umask 022; tar -xpf {q} --numeric-owner --no-overwrite-dir -C /; "
                   f"rm -f {q}")

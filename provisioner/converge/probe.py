@@ -205,7 +205,16 @@ def _debs(wanted: list[tuple[str, str]]) -> list[str]:
         parts = line.split(" ", 1)
         if len(parts) == 2:
             have[parts[0]] = parts[1]
-    return [p for p, v in wanted if have.get(p) != "install ok installed " + v]
+    def current(pkg: str, want: str) -> bool:
+        # At the bundled version or a later one (a Debian security update): the role never
+        # downgrades, so a later version is converged.
+        status = have.get(pkg, "")
+        if not status.startswith("install ok installed "):
+            return False
+        got = status.rsplit(" ", 1)[1]
+        return got == want or _run(["dpkg", "--compare-versions", got, "ge", want])[0] == 0
+
+    return [p for p, v in wanted if not current(p, v)]
 
 
 def _addons(spec: dict[str, Any]) -> list[str]:
