@@ -953,8 +953,8 @@ def _ssh_server(host_key: paramiko.PKey, client_key: paramiko.PKey, sessions: in
         server = _ExecServer(client_key)
         try:
             transport.start_server(server=server)
-        except paramiko.SSHException:
-            return
+        except (paramiko.SSHException, OSError):
+            return  # a client that refused our host key hung up mid-handshake
         chan = transport.accept(accept_timeout)
         if chan is None:
             return
