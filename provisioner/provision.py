@@ -19,7 +19,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from provisioner.execute import (
     HostResult,
     PhaseResult,
     ProgressSink,
+    SerializedProgress,
     TaskTiming,
     link_project,
     run_playbook,
@@ -536,35 +537,6 @@ def provision(
     return result
 
 
-class _Serialized:
-    """A progress sink that phases running at the same time share: one call at a time."""
-
-    def __init__(self, inner: ProgressSink) -> None:
-        self.inner = inner
-        self.lock = threading.Lock()
-
-    def phase_started(self, phase: str, hosts: Sequence[str]) -> None:
-        with self.lock:
-            self.inner.phase_started(phase, hosts)
-
-    def task_started(self, phase: str, host: str, task: str) -> None:
-        with self.lock:
-            self.inner.task_started(phase, host, task)
-
-    def task_finished(self, phase: str, host: str, task: str, status: str,
-                      seconds: float) -> None:
-        with self.lock:
-            self.inner.task_finished(phase, host, task, status, seconds)
-
-    def phase_finished(self, result: PhaseResult) -> None:
-        with self.lock:
-            self.inner.phase_finished(result)
-
-    def note(self, message: str) -> None:
-        with self.lock:
-            self.inner.note(message)
-
-
 def _phase_failure(result: PhaseResult) -> Failure | None:
     if result.succeeded:
         return None
@@ -610,7 +582,7 @@ def _run_phases(
             progress.note(f"phase {top.name}: skipped, {reason}")
             continue
         todo.append((top, hosts, names))
-    sink: ProgressSink = _Serialized(progress) if parallel else progress
+    sink: ProgressSink = SerializedProgress(progress) if parallel else progress
     cancelled = threading.Event()
     link_project(pdd)  # once, before the threads: they would race on the link otherwise
 

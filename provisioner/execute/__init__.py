@@ -15,6 +15,7 @@ from provisioner.execute.progress import (
     NullProgress,
     Progress,
     ProgressSink,
+    SerializedProgress,
     progress_for,
 )
 from provisioner.execute.runner import PLAYBOOKS, ExecuteError, link_project, run_playbook
@@ -34,6 +35,7 @@ __all__ = [
     "PhaseResult",
     "Progress",
     "ProgressSink",
+    "SerializedProgress",
     "TaskTiming",
     "link_project",
     "progress_for",

@@ -17,6 +17,7 @@ so a secret cannot be printed from here.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -383,6 +384,36 @@ class LiveProgress:
     def note(self, message: str) -> None:
         """Print above the live table."""
         self._log(message)
+
+
+class SerializedProgress:
+    """Wraps a sink that phases running at the same time (in threads) share: one call at
+    a time."""
+
+    def __init__(self, inner: ProgressSink) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+
+    def phase_started(self, phase: str, hosts: Sequence[str]) -> None:
+        with self.lock:
+            self.inner.phase_started(phase, hosts)
+
+    def task_started(self, phase: str, host: str, task: str) -> None:
+        with self.lock:
+            self.inner.task_started(phase, host, task)
+
+    def task_finished(self, phase: str, host: str, task: str, status: str,
+                      seconds: float) -> None:
+        with self.lock:
+            self.inner.task_finished(phase, host, task, status, seconds)
+
+    def phase_finished(self, result: PhaseResult) -> None:
+        with self.lock:
+            self.inner.phase_finished(result)
+
+    def note(self, message: str) -> None:
+        with self.lock:
+            self.inner.note(message)
 
 
 Progress: TypeAlias = LiveProgress | LineProgress | CompactProgress | JsonProgress
