@@ -1,7 +1,8 @@
 """Phase scheduling in ``provision._run_phases``: which phases run at the same time.
 
-Scope: no Ansible here. ``run_playbook`` is replaced by a recorder that sleeps a little and
-notes when each phase started and ended, so the tests check the order the scheduler keeps
+Scope: no Ansible here. ``run_playbook`` is replaced by a test double, FakePlaybookRunner
+(real playbook runs are proven by the lab tests), that sleeps a little and notes when each
+phase started and ended, so the tests check the order the scheduler keeps
 (``PHASE_AFTER``), that independent phases overlap, that a failure stops later phases and
 that the first failure in plan order is the one reported.
 """
@@ -32,7 +33,7 @@ spec:
 """
 
 
-class Recorder:
+class FakePlaybookRunner:
     """Stands in for ``run_playbook``: records (phase, start, end), fails named phases."""
 
     def __init__(self, fail: tuple[str, ...] = (), seconds: float = 0.15) -> None:
@@ -56,7 +57,7 @@ class Recorder:
                            hosts={h: HostResult(h, ok=1, failed=int(failed)) for h in hosts})
 
 
-def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rec: Recorder,
+def _run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rec: FakePlaybookRunner,
          parallel: bool = True, skip: list[str] | None = None) -> Any:
     monkeypatch.setattr(provision_mod, "run_playbook", rec)
     plan = build_plan(parse(SPEC))
@@ -75,7 +76,7 @@ def test_phase_after_is_transitive_and_covers_every_phase() -> None:
 
 def test_independent_phases_overlap_and_dependencies_are_kept(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    rec = Recorder()
+    rec = FakePlaybookRunner()
     results, skipped, failure = _run(monkeypatch, tmp_path, rec)
     assert failure is None and skipped == []
     # Results come back in plan order, whatever order the phases ended in.
@@ -92,7 +93,7 @@ def test_independent_phases_overlap_and_dependencies_are_kept(
 
 def test_serial_runs_one_phase_at_a_time_in_plan_order(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    rec = Recorder(seconds=0.02)
+    rec = FakePlaybookRunner(seconds=0.02)
     results, _, failure = _run(monkeypatch, tmp_path, rec, parallel=False)
     assert failure is None
     spans = [rec.spans[r.phase] for r in results]
@@ -101,7 +102,7 @@ def test_serial_runs_one_phase_at_a_time_in_plan_order(
 
 def test_a_failure_stops_later_phases_and_the_first_in_plan_order_is_reported(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    rec = Recorder(fail=("lb", "runtime"))
+    rec = FakePlaybookRunner(fail=("lb", "runtime"))
     results, _, failure = _run(monkeypatch, tmp_path, rec)
     # etcd, runtime and lb were already running together: all three finish; nothing after.
     assert {r.phase for r in results} == {"preflight", "os", "runtime", "etcd", "lb"}
@@ -111,7 +112,7 @@ def test_a_failure_stops_later_phases_and_the_first_in_plan_order_is_reported(
 
 def test_a_phase_not_in_the_run_does_not_hold_back_the_others(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    rec = Recorder(seconds=0.02)
+    rec = FakePlaybookRunner(seconds=0.02)
     results, _, failure = _run(monkeypatch, tmp_path, rec, skip=["etcd", "os"])
     assert failure is None
     assert [r.phase for r in results] == [
@@ -121,7 +122,7 @@ def test_a_phase_not_in_the_run_does_not_hold_back_the_others(
 
 def test_an_unexpected_error_in_one_phase_fails_it_and_lets_the_others_finish(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    class Broken(Recorder):
+    class FakeBrokenPlaybookRunner(FakePlaybookRunner):
         def __call__(self, pdd: Path, playbook: str, hosts: list[str],
                      extravars: dict[str, Any], run_dir: Path, phase: str, progress: Any,
                      cancel: Any = None) -> PhaseResult:
@@ -130,7 +131,7 @@ def test_an_unexpected_error_in_one_phase_fails_it_and_lets_the_others_finish(
             return super().__call__(pdd, playbook, hosts, extravars, run_dir, phase, progress,
                                     cancel)
 
-    rec = Broken()
+    rec = FakeBrokenPlaybookRunner()
     results, _, failure = _run(monkeypatch, tmp_path, rec)
     assert failure is not None and failure.phase == "etcd"
     assert "internal error: RuntimeError: sink exploded" in failure.message
