@@ -128,6 +128,30 @@ def test_secrets_are_marked_and_private(case: str, tmp_path: Path) -> None:
                 assert f.secret and f.mode == 0o600, (host, f.path)
 
 
+# CIS Kubernetes Benchmark file modes: 1.1.x (control-plane specs, PKI, kubeconfigs) and
+# 4.1.x (kubelet and kube-proxy service files, configs, client CA). Each reader is root.
+CIS_PRIVATE = (
+    re.compile(r"^/etc/kubernetes/"),
+    re.compile(r"^/var/lib/kubelet/"),
+    re.compile(r"^/var/lib/kube-proxy/"),
+    re.compile(r"^/etc/etcd/"),
+    re.compile(r"^/etc/systemd/system/(kube-|kubelet|etcd|containerd)"),
+)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cis_file_modes(case: str, tmp_path: Path) -> None:
+    """Certificates, configs, kubeconfigs and unit files of the Kubernetes components and
+    etcd are 0600 (group and others get nothing), as CIS 1.1.x and 4.1.x ask."""
+    _, tree = _rendered(case, tmp_path)
+    checked = 0
+    for host, files in tree.hosts.items():
+        for f in files:
+            if any(p.match(f.path) for p in CIS_PRIVATE):
+                checked += 1
+                assert f.mode & 0o077 == 0, (host, f.path, oct(f.mode))
+    assert checked > 10
+
 def test_endpoints_per_lb_mode(tmp_path: Path) -> None:
     """Nodes reach the apiservers through the LB of the spec's mode."""
     plan, tree = _rendered("3cp-2w", tmp_path / "a")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from provisioner.components.base import Component, File, Material
+from provisioner.components.base import CONFIG_MODE, Component, File, Material
 from provisioner.render.addons import AddonContext, addon_manifests
 from provisioner.spec.topology import first_control_plane
 
@@ -70,5 +70,5 @@ class Addons(Component):
 
     def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
         """Every enabled addon's manifest, in apply order."""
-        return [File(f"{ADDONS_DIR}/{name}", text.encode())
+        return [File(f"{ADDONS_DIR}/{name}", text.encode(), CONFIG_MODE)
                 for name, text in addon_manifests(context(plan)).items()]

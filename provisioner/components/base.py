@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     from provisioner.spec.topology import Machine
 
 
+# File modes on the hosts, per the CIS Kubernetes Benchmark (1.1.x, 4.1.x): certificates,
+# component configs and unit files 0600 (every reader is root), keys and kubeconfigs 0600.
+CERT_MODE = 0o600
+CONFIG_MODE = 0o600
+
+
 @dataclass(frozen=True)
 class File:
     """One desired file on a host."""
@@ -87,7 +93,7 @@ def pem_pair(material: Material, store_name: str, host_stem: str, restarts: tupl
              ) -> list[File]:
     """A certificate and its key from the PKI store, placed at ``<host_stem>.crt/.key``."""
     return [
-        File(f"{host_stem}.crt", material.cert(store_name), 0o644, False, restarts),
+        File(f"{host_stem}.crt", material.cert(store_name), CERT_MODE, False, restarts),
         File(f"{host_stem}.key", material.key(store_name), 0o600, True, restarts),
     ]
 

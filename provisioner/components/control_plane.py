@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from provisioner.components import etcd
-from provisioner.components.base import Component, File, Material, pem_pair, tls_flags
+from provisioner.components.base import (
+    CERT_MODE,
+    CONFIG_MODE,
+    Component,
+    File,
+    Material,
+    pem_pair,
+    tls_flags,
+)
 from provisioner.components.systemd import unit_file
 from provisioner.pki.kubeconfig import kubeconfig
 from provisioner.render.engine import render_template
@@ -116,14 +124,14 @@ class APIServer(Component):
                       DOCS + "kube-apiserver/", "/usr/local/bin/kube-apiserver",
                       self.flags(plan, host), after=("network-online.target", "etcd.service"),
                       service_type="notify"),
-            File(f"{PKI}/ca.crt", material.cert("ca"), 0o644, False, r),
-            File(f"{PKI}/front-proxy-ca.crt", material.cert("front-proxy-ca"), 0o644, False, r),
-            File(f"{etcd.PKI}/ca.crt", material.cert("etcd/ca"), 0o644, False, r),
+            File(f"{PKI}/ca.crt", material.cert("ca"), CERT_MODE, False, r),
+            File(f"{PKI}/front-proxy-ca.crt", material.cert("front-proxy-ca"), CERT_MODE, False, r),
+            File(f"{etcd.PKI}/ca.crt", material.cert("etcd/ca"), CERT_MODE, False, r),
             *pem_pair(material, "apiserver", f"{PKI}/apiserver", r),
             *pem_pair(material, "apiserver-kubelet-client", f"{PKI}/apiserver-kubelet-client", r),
             *pem_pair(material, "apiserver-etcd-client", f"{PKI}/apiserver-etcd-client", r),
             *pem_pair(material, "front-proxy-client", f"{PKI}/front-proxy-client", r),
-            File(f"{PKI}/sa.pub", material.sa_public(), 0o644, False, r),
+            File(f"{PKI}/sa.pub", material.sa_public(), CERT_MODE, False, r),
             File(f"{PKI}/sa.key", material.sa_private(), 0o600, True,
                  ("kube-apiserver", "kube-controller-manager")),
         ]
@@ -134,7 +142,7 @@ class APIServer(Component):
         if api.audit_log:
             files.append(File(f"{K8S}/audit-policy.yaml",
                               render_template("kubernetes/audit-policy.yaml.j2", {}).encode(),
-                              0o644, False, r))
+                              CONFIG_MODE, False, r))
         return files
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from provisioner.components.base import TLS_CIPHER_SUITES, Component, File, Material, pem_pair
+from provisioner.components.base import (
+    CERT_MODE,
+    TLS_CIPHER_SUITES,
+    Component,
+    File,
+    Material,
+    pem_pair,
+)
 from provisioner.components.systemd import unit_file
 
 if TYPE_CHECKING:
@@ -76,7 +83,7 @@ class Etcd(Component):
             unit_file(plan.name, "etcd", "etcd key-value store (provisioner)",
                       "https://etcd.io/docs/", "/usr/local/bin/etcd", etcd_flags(plan, host),
                       service_type="notify", limit_nofile=65536),
-            File(f"{PKI}/ca.crt", material.cert("etcd/ca"), 0o644, False, r),
+            File(f"{PKI}/ca.crt", material.cert("etcd/ca"), CERT_MODE, False, r),
             *pem_pair(material, f"etcd/server-{host.name}", f"{PKI}/server", r),
             *pem_pair(material, f"etcd/peer-{host.name}", f"{PKI}/peer", r),
             *pem_pair(material, "etcd/healthcheck-client", f"{PKI}/healthcheck-client", ()),

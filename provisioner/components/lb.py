@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from typing import TYPE_CHECKING, ClassVar
 
-from provisioner.components.base import Component, File, Material
+from provisioner.components.base import CONFIG_MODE, Component, File, Material
 from provisioner.render.engine import render_template
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class Keepalived(Component):
                  render_template("keepalived/keepalived.conf.j2", ctx).encode(), 0o600, True,
                  restarts),
             File(KEEPALIVED_DROPIN,
-                 render_template("keepalived/provisioner.conf.j2", dropin).encode(), 0o644,
+                 render_template("keepalived/provisioner.conf.j2", dropin).encode(), CONFIG_MODE,
                  False, restarts),
             File(INTERFACE_SCRIPT,
                  render_template("keepalived/provisioner-keepalived-interface.j2",

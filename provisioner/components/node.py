@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from provisioner.components.base import (
+    CERT_MODE,
+    CONFIG_MODE,
     TLS_CIPHER_SUITES,
     TLS_MIN_VERSION,
     Component,
@@ -81,12 +83,12 @@ class Kubelet(Component):
                       after=("containerd.service",), requires=("containerd.service",),
                       limit_nofile=None, restart_sec=10),
             File(f"{KUBELET_DIR}/config.yaml",
-                 render_template("kubernetes/kubelet-config.yaml.j2", ctx).encode(), 0o644,
+                 render_template("kubernetes/kubelet-config.yaml.j2", ctx).encode(), CONFIG_MODE,
                  False, r),
             File("/etc/kubernetes/kubelet.conf", component_kubeconfig(
                 plan, plan.endpoints.node, f"system:node:{host.name}", stem).encode(), 0o600,
                 False, r),
-            File(f"{PKI}/ca.crt", material.cert("ca"), 0o644, False, r),
+            File(f"{PKI}/ca.crt", material.cert("ca"), CERT_MODE, False, r),
             *pem_pair(material, f"kubelet/{host.name}-client", stem, r),
             *pem_pair(material, f"kubelet/{host.name}-serving", f"{KUBELET_DIR}/pki/kubelet", r),
         ]
@@ -128,7 +130,7 @@ class KubeProxy(Component):
                       DOCS + "kube-proxy/", "/usr/local/bin/kube-proxy", self.flags(plan, host),
                       limit_nofile=None),
             File(f"{PROXY_DIR}/config.yaml",
-                 render_template("kubernetes/kube-proxy-config.yaml.j2", ctx).encode(), 0o644,
+                 render_template("kubernetes/kube-proxy-config.yaml.j2", ctx).encode(), CONFIG_MODE,
                  False, r),
             File(f"{PROXY_DIR}/kubeconfig", component_kubeconfig(
                 plan, plan.endpoints.node, "system:kube-proxy", stem).encode(), 0o600, False, r),

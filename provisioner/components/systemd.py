@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provisioner.components.base import File, flags_text
+from provisioner.components.base import CONFIG_MODE, File, flags_text
 from provisioner.render.engine import render_template
 
 
@@ -41,4 +41,4 @@ def unit_file(
             "restart_sec": restart_sec,
         },
     )
-    return File(f"/etc/systemd/system/{unit}.service", text.encode(), 0o644, False, (unit,))
+    return File(f"/etc/systemd/system/{unit}.service", text.encode(), CONFIG_MODE, False, (unit,))
