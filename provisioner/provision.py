@@ -19,7 +19,7 @@ import shlex
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,18 +51,14 @@ from provisioner.plan import (
     select_phases,
 )
 from provisioner.providers.base import ProviderError
-from provisioner.providers.connections import read_connections
+from provisioner.providers.connections import Connection, read_connections
+from provisioner.providers.reach import default_key, reach, trusted_files
+from provisioner.providers.ssh import known_hosts_args
 from provisioner.render.tree import RenderedTree
 from provisioner.spec import SpecError, load_file
 from provisioner.state import ENV_ROOT, cluster_dir, private_dir, state_root, write_private
 from provisioner.verify import CheckResult, summary_line, to_json, verify
-from provisioner.verify.ssh import (
-    ParamikoRunner,
-    SshRunner,
-    ansible_known_hosts_args,
-    known_hosts_files,
-    ssh_settings,
-)
+from provisioner.verify.ssh import ParamikoRunner, SshRunner
 
 SUMMARY_FILE = "summary.json"
 SURVEY_FILE = "survey.json"
@@ -219,7 +215,7 @@ def pinned_ssh_args(rendered: str, known_hosts: Path | tuple[Path, ...]) -> str:
             continue
         kept.append(words[i])
         i += 1
-    return " ".join([*kept, ansible_known_hosts_args(files)])
+    return " ".join([*kept, known_hosts_args(files)])
 
 
 def artifacts_for(plan: Plan, selected: tuple[Phase, ...]) -> list[str]:
@@ -252,14 +248,14 @@ def _artifact_extravars(plan: Plan, selected: tuple[Phase, ...], spec_dir: Path
     return dict(artifacts_extravars(fetched))
 
 
-def _render(plan: Plan, sdir: Path, spec_dir: Path) -> tuple[Path, RenderedTree]:
+def _render(plan: Plan, sdir: Path, spec_dir: Path, connections: Mapping[str, Connection]
+            ) -> tuple[Path, RenderedTree]:
     from provisioner.render.material import MaterialError, prepare, write_admin_kubeconfig
     from provisioner.render.tree import render, write_tree
 
-    key = None if plan.cluster.spec.provider.type == "static" else sdir / "ssh" / "id_ed25519"
     try:
         material, _ = prepare(plan, sdir, spec_dir)
-        tree = render(plan, material, key, read_connections(sdir))
+        tree = render(plan, material, default_key(plan, sdir), connections)
         write_admin_kubeconfig(plan, material, sdir)
     except MaterialError as exc:
         raise ProvisionError(str(exc)) from None
@@ -330,7 +326,6 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
     from provisioner.converge.diff import diff_json, diff_text
     from provisioner.render.material import MaterialError, prepare
     from provisioner.render.tree import render
-    from provisioner.verify.ssh import ParamikoRunner, ssh_settings
 
     plan, selected = _plan_and_select(spec_file, only, skip, state_dir)
     spec_dir = spec_file.resolve().parent
@@ -342,7 +337,7 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
             f"{len(plan.hosts)} host(s)\n", json.dumps({"changed_hosts": len(plan.hosts),
                                                         "hosts": {}, "state": None}) + "\n",
             len(plan.hosts))
-    key = None if plan.cluster.spec.provider.type == "static" else sdir / "ssh" / "id_ed25519"
+    connections = read_connections(sdir)
     with tempfile.TemporaryDirectory(prefix="provisioner-diff-") as tmp:
         copy = Path(tmp) / "state"
         private_dir(copy)
@@ -351,11 +346,11 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
                 shutil.copytree(sdir / sub, copy / sub)
         try:
             material, _ = prepare(plan, copy, spec_dir)
-            tree = render(plan, material, key, read_connections(sdir))
+            tree = render(plan, material, default_key(plan, sdir), connections)
         except MaterialError as exc:
             raise ProvisionError(str(exc)) from None
     artifacts = _artifact_extravars(plan, selected, spec_dir)["provisioner_artifacts"]
-    runner = ParamikoRunner(ssh_settings(plan, sdir), 10.0)
+    runner = ParamikoRunner(reach(plan, sdir, connections), 10.0)
     try:
         wants, surveys = _survey(plan, sdir, tree, selected, artifacts, runner)
 
@@ -478,7 +473,10 @@ def provision(
             _machines_up(plan, progress)
         steps["machines"] = time.monotonic() - mark
         mark = time.monotonic()
-        rendered, tree = _render(plan, sdir, spec_dir)
+        # Read once, after the machines are up: Ansible and the survey reach hosts alike.
+        connections = read_connections(sdir)
+        reaches = reach(plan, sdir, connections)
+        rendered, tree = _render(plan, sdir, spec_dir, connections)
         steps["render"] = time.monotonic() - mark
         if trust_on_first_use:
             _record_host_keys(plan, sdir, progress)
@@ -486,11 +484,15 @@ def provision(
         base_vars: dict[str, Any] = {
             "provisioner_rendered_dir": str((rendered / "hosts").resolve()),
             "provisioner_selected": [p.name for p in selected],
+            # Paths only: the control-plane phase sends this pair to one node, when the admin
+            # group's RBAC binding is missing (roles/kube_control_plane/tasks/health.yml).
+            "provisioner_super_admin_cert": str((sdir / "pki" / "super-admin.crt").resolve()),
+            "provisioner_super_admin_key": str((sdir / "pki" / "super-admin.key").resolve()),
             **_artifact_extravars(plan, selected, spec_dir),
         }
         steps["artifacts"] = time.monotonic() - mark
         surveyed = time.monotonic()
-        runner = ParamikoRunner(ssh_settings(plan, sdir), 10.0)
+        runner = ParamikoRunner(reaches, 10.0)
         try:
             _, surveys = _survey(plan, sdir, tree, selected,
                                  base_vars.get("provisioner_artifacts", {}), runner)
@@ -505,8 +507,7 @@ def provision(
         rendered_args = rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", "")
         # Extra vars outrank env/envvars for the ssh plugin's ``ssh_args`` option: every
         # provider's logins trust exactly the files verify and the identity check trust.
-        base_vars["ansible_ssh_args"] = pinned_ssh_args(
-            rendered_args, known_hosts_files(plan, sdir))
+        base_vars["ansible_ssh_args"] = pinned_ssh_args(rendered_args, trusted_files(reaches))
         run_id = new_run_id()
         base_vars["provisioner_run_id"] = run_id
         run_dir = private_dir(sdir / "runs" / run_id)

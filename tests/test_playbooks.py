@@ -174,6 +174,7 @@ def test_only_builtin_modules_are_used() -> None:
         "delegate_to",
         "run_once",
         "block",
+        "check_mode",
         "rescue",
         "always",
         "tags",

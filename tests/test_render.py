@@ -219,3 +219,32 @@ def test_cgroup_v1_settings_only_where_the_nodes_run_v1(tmp_path: Path) -> None:
     kubelet, containerd = _kubelet_and_containerd(static, tmp_path / "c", "flannel-static")
     assert "failCgroupV1" not in kubelet and "nodefs.available" not in kubelet
     assert "restrict_oom_score_adj" not in containerd
+
+
+def test_admin_is_revocable_and_super_admin_stays_in_the_state_dir(tmp_path: Path) -> None:
+    """admin is in kubeadm:cluster-admins (an RBAC binding grants it cluster-admin);
+    super-admin (system:masters) is written only to the state directory, never to a host."""
+    from provisioner.render.material import write_admin_kubeconfig
+
+    spec = GOLDEN / "3cp-2w" / "spec.yaml"
+    plan = build_plan(load_file(spec))
+    material, _ = prepare(plan, tmp_path, spec.parent)
+    tree = render(plan, material, Path("/k"))
+    org = x509.NameOID.ORGANIZATION_NAME
+
+    def orgs(name: str) -> list[str]:
+        cert = x509.load_pem_x509_certificate(material.cert(name))
+        return [str(a.value) for a in cert.subject.get_attributes_for_oid(org)]
+
+    assert orgs("admin") == ["kubeadm:cluster-admins"]
+    assert orgs("super-admin") == ["system:masters"]
+    super_key = material.key("super-admin")
+    for host, files in tree.hosts.items():
+        for f in files:
+            assert "super-admin" not in f.path, (host, f.path)
+            assert super_key not in f.content and material.cert("super-admin") not in f.content
+    write_admin_kubeconfig(plan, material, tmp_path)
+    for name in ("admin", "super-admin"):
+        path = tmp_path / f"{name}.kubeconfig"
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert b"kubernetes-super-admin" in (tmp_path / "super-admin.kubeconfig").read_bytes()

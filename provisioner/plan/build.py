@@ -222,8 +222,13 @@ def _pki(cluster: Cluster, hosts: tuple[HostPlan, ...], kube_svc_ip: IPv4Address
         CertRequest("front-proxy-client", "front-proxy-ca", "front-proxy-client", client=True),
         CertRequest("controller-manager", "ca", "system:kube-controller-manager", client=True),
         CertRequest("scheduler", "ca", "system:kube-scheduler", client=True),
-        CertRequest("admin", "ca", "kubernetes-admin", organizations=("system:masters",),
-                    client=True),
+        # kubeadm's split (1.29+): admin is bound to cluster-admin through RBAC, so it can
+        # be revoked; super-admin (system:masters, which RBAC cannot revoke) stays in the
+        # state directory and makes that binding on a new cluster.
+        CertRequest("admin", "ca", "kubernetes-admin",
+                    organizations=("kubeadm:cluster-admins",), client=True),
+        CertRequest("super-admin", "ca", "kubernetes-super-admin",
+                    organizations=("system:masters",), client=True),
         CertRequest("kube-proxy", "ca", "system:kube-proxy", client=True),
         CertRequest("etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client",
                     client=True),

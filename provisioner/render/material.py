@@ -102,12 +102,15 @@ def prepare(plan: Plan, state_dir: Path, spec_dir: Path,
 
 
 def write_admin_kubeconfig(plan: Plan, material: StateMaterial, state_dir: Path) -> Path:
-    """``<state>/admin.kubeconfig`` (0600, certificates embedded) for kubectl on the controller;
-    rewritten only when it changes."""
-    text = kubeconfig(plan.name, plan.endpoints.admin, "kubernetes-admin",
-                      ca_data=material.cert("ca"), cert_data=material.cert("admin"),
-                      key_data=material.key("admin")).encode()
-    path = state_dir / "admin.kubeconfig"
-    if not path.exists() or path.read_bytes() != text:
-        write_private(path, text)
-    return path
+    """``<state>/admin.kubeconfig`` (group kubeadm:cluster-admins) for kubectl on the
+    controller, and ``<state>/super-admin.kubeconfig`` (system:masters, for break-glass use
+    only; no host holds it). Both 0600 with certificates embedded, rewritten only when they
+    change. Returns the admin kubeconfig."""
+    for name, user in (("admin", "kubernetes-admin"), ("super-admin", "kubernetes-super-admin")):
+        text = kubeconfig(plan.name, plan.endpoints.admin, user,
+                          ca_data=material.cert("ca"), cert_data=material.cert(name),
+                          key_data=material.key(name)).encode()
+        path = state_dir / f"{name}.kubeconfig"
+        if not path.exists() or path.read_bytes() != text:
+            write_private(path, text)
+    return state_dir / "admin.kubeconfig"

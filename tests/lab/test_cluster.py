@@ -326,3 +326,94 @@ def test_a_second_state_directory_is_refused_and_no_host_changes(
     after = {h.name: cluster.run(h.name, "sha256sum /etc/provisioner/identity "
                                  "/etc/kubernetes/pki/ca.crt") for h in cluster.plan.hosts}
     assert after == before
+
+
+def _whoami_groups(cluster: Cluster, kubeconfig: str) -> list[str]:
+    kubectl = cluster.spec.parent / "kubectl"
+    _kubectl(cluster, "version", "--client")  # makes the kubectl link
+    proc = subprocess.run([str(kubectl), "--kubeconfig", str(cluster.state / kubeconfig),
+                           "auth", "whoami", "-o", "json"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    groups: list[str] = json.loads(proc.stdout)["status"]["userInfo"]["groups"]
+    return groups
+
+
+def test_admin_is_revocable_and_files_follow_cis(cluster: Cluster) -> None:
+    """kubeadm's admin split: the admin kubeconfig's group is kubeadm:cluster-admins, bound
+    to cluster-admin by the binding the super-admin made; super-admin (system:masters) is
+    only in the state directory. On the hosts, certificates, configs and units are 0600."""
+    assert "kubeadm:cluster-admins" in _whoami_groups(cluster, "admin.kubeconfig")
+    assert "system:masters" not in _whoami_groups(cluster, "admin.kubeconfig")
+    assert "system:masters" in _whoami_groups(cluster, "super-admin.kubeconfig")
+    binding = json.loads(_kubectl(cluster, "get", "clusterrolebinding",
+                                  "kubeadm:cluster-admins", "-o", "json"))
+    assert binding["roleRef"]["name"] == "cluster-admin"
+    assert (cluster.state / "super-admin.kubeconfig").stat().st_mode & 0o777 == 0o600
+    for h in cluster.plan.hosts:
+        assert cluster.run(h.name, "grep -rl kubernetes-super-admin /etc /var/lib/kubelet "
+                           "/tmp 2>/dev/null || true").strip() == "", h.name
+    modes = cluster.run("lab-cp1", "stat -c '%a %n' /etc/kubernetes/pki/ca.crt "
+                        "/etc/kubernetes/pki/apiserver.crt /var/lib/kubelet/config.yaml "
+                        "/etc/systemd/system/kubelet.service "
+                        "/etc/systemd/system/kube-apiserver.service "
+                        "/etc/kubernetes/pki/etcd/ca.crt /var/lib/etcd")
+    for line in modes.splitlines():
+        assert line.split(" ", 1)[0] in {"600", "700"}, line
+
+
+def test_kubelet_rotates_its_client_certificate(cluster: Cluster) -> None:
+    """rotateCertificates: a kubelet whose client certificate is past its rotation deadline
+    asks for a new one at start; the controller-manager approves and signs the CSR (the
+    selfnodeclient binding), and the node stays Ready on the new, year-long certificate."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    node_name = "lab-w2"
+    pki = cluster.state / "pki"
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    old = (x509.CertificateBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                                    x509.NameAttribute(NameOID.COMMON_NAME,
+                                                       f"system:node:{node_name}")]))
+           .issuer_name(ca.subject).public_key(key.public_key())
+           .serial_number(x509.random_serial_number())
+           # 20 of 21 hours gone: past every rotation deadline (70-90 % of the lifetime).
+           .not_valid_before(now - dt.timedelta(hours=20))
+           .not_valid_after(now + dt.timedelta(hours=1))
+           .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+           .sign(ca_key, hashes.SHA256()))
+    pem = old.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    current = "/var/lib/kubelet/pki/kubelet-client-current.pem"
+    cluster.run(node_name, f"rm -f {current} && umask 077 && cat > {current}.short "
+                f"<<'EOF'\n{pem.decode()}EOF\nmv {current}.short {current} && "
+                "systemctl restart kubelet")
+    deadline = time.monotonic() + 120
+    while True:
+        text = cluster.run(node_name, f"cat {current}", check=False)
+        if "BEGIN CERTIFICATE" in text:
+            cert = x509.load_pem_x509_certificate(text.encode())
+            if cert.not_valid_after_utc > now + dt.timedelta(days=300):
+                break
+        assert time.monotonic() < deadline, "the kubelet did not rotate its certificate"
+        time.sleep(3)
+    assert f"CN=system:node:{node_name}" in cert.subject.rfc4514_string()
+    csrs = json.loads(_kubectl(cluster, "get", "csr", "-o", "json"))["items"]
+    mine = [c for c in csrs if c["spec"]["username"] == f"system:node:{node_name}"
+            and c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"]
+    assert mine, csrs
+    assert any(cond["type"] == "Approved" for c in mine
+               for cond in c["status"].get("conditions", [])), mine
+    results = _wait_verify(cluster, ok=True)
+    assert not _failing(results), _failing(results)
+    assert_converged(cluster.provision(), 5)
