@@ -7,6 +7,7 @@ Errors (a bad spec, a missing prerequisite) print one clear message to stderr an
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -17,9 +18,12 @@ from rich.table import Table
 
 from provisioner.cli_options import SpecFile
 from provisioner.providers.base import MachineProvider, NodeStatus, ProviderError
+from provisioner.providers.reach import Reach, reach
 from provisioner.providers.registry import provider_for
 from provisioner.spec.errors import SpecError
 from provisioner.spec.load import load_file
+from provisioner.spec.models import Cluster
+from provisioner.state import cluster_dir
 
 app = typer.Typer(
     help="Machines for a cluster spec: systemd-nspawn nodes on this host or Vagrant VMs.",
@@ -86,19 +90,29 @@ def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 1048576:.0f} MiB"
 
 
-def status_table(rows: list[NodeStatus]) -> Table:
-    """The status table: node, address, roles, pid, ssh, systemd state, memory."""
+def cluster_reach(cluster: Cluster, state_dir: Path | None = None) -> dict[str, Reach]:
+    """How each machine of ``cluster`` is reached: the logins Ansible and verify use."""
+    from provisioner.plan import build_plan
+
+    return reach(build_plan(cluster), cluster_dir(cluster.metadata.name, state_dir))
+
+
+def status_table(rows: list[NodeStatus], reaches: Mapping[str, Reach]) -> Table:
+    """The status table: node, address, roles, pid, SSH login, ssh, systemd state, memory."""
     table = Table(
-        "node", "address", "roles", "state", "pid", "ssh", "systemd", "memory", box=box.SIMPLE
+        "node", "address", "roles", "state", "pid", "login", "ssh", "systemd", "memory",
+        box=box.SIMPLE,
     )
     for s in rows:
         m = s.machine
+        r = reaches.get(m.name)
         table.add_row(
             m.name,
             str(m.address),
             ",".join(short for role, short in _ROLES if role in m.roles),
             s.state,
             "-" if s.pid is None else str(s.pid),
+            "-" if r is None else r.destination,
             ("ok" if s.ssh else "no") if s.state == "running" else "-",
             s.systemd or "-",
             _mib(s.memory_bytes),
@@ -108,10 +122,11 @@ def status_table(rows: list[NodeStatus]) -> Table:
 
 @app.command()
 def status(file: SpecFile) -> None:
-    """Show each machine: state, nspawn pid, SSH, systemd state and memory."""
+    """Show each machine: state, nspawn pid, SSH login and whether it works, systemd state
+    and memory."""
     provider = _provider(file)
     try:
         rows = provider.status()
     except ProviderError as exc:
         _fail(f"error: {exc}")
-    out.print(status_table(rows))
+    out.print(status_table(rows, cluster_reach(load_file(file))))

@@ -193,7 +193,7 @@ def provision_cmd(
 @app.command("status")
 def status_cmd(file: SpecFile, state_dir: StateDir = None) -> None:
     """Show the machines (nspawn) and the last provision run's summary."""
-    from provisioner.cli_machines import status_table
+    from provisioner.cli_machines import cluster_reach, status_table
     from provisioner.providers.base import ProviderError
     from provisioner.providers.registry import provider_for
     from provisioner.spec import SpecError, load_file
@@ -206,7 +206,8 @@ def status_cmd(file: SpecFile, state_dir: StateDir = None) -> None:
         _fail(str(exc))
     if cluster.spec.provider.type == "nspawn":
         try:
-            out.print(status_table(provider_for(cluster).status()))
+            out.print(status_table(provider_for(cluster).status(),
+                                   cluster_reach(cluster, state_dir)))
         except ProviderError as exc:
             err.print(f"machines: {exc}", markup=False, highlight=False)
     summary = last_summary(cluster_dir(cluster.metadata.name, state_dir))

@@ -319,6 +319,7 @@ def test_loaded_spec_names_files_by_their_resolved_paths(tmp_path: Path,
     any working directory: relative paths start at the spec's folder, ``~`` is $HOME for
     SSH keys."""
     from provisioner.plan import build_plan
+    from provisioner.providers.reach import resolve
     from provisioner.render.runner import inventory
     from provisioner.verify.ssh import ssh_settings
 
@@ -347,7 +348,7 @@ def test_loaded_spec_names_files_by_their_resolved_paths(tmp_path: Path,
         f.resolved for f in spec_files.named(load_file(spec), conf)]
 
     plan = build_plan(cluster)
-    hosts = inventory(plan, None)["all"]["hosts"]
+    hosts = inventory(plan, resolve(plan, None, {}))["all"]["hosts"]
     assert hosts["n1"]["ansible_ssh_private_key_file"] == str(conf / "keys/n1")
     assert hosts["n2"]["ansible_ssh_private_key_file"] == str(
         tmp_path / "home" / ".ssh" / "id_ed25519")

@@ -17,6 +17,7 @@ import pytest
 
 from provisioner import provision as provision_mod
 from provisioner.plan import Plan, build_plan
+from provisioner.providers.reach import known_hosts_files
 from provisioner.providers.ssh import known_hosts_args, known_hosts_option
 from provisioner.provision import pinned_ssh_args
 from provisioner.render.runner import envvars
@@ -24,7 +25,6 @@ from provisioner.spec import parse
 from provisioner.verify.ssh import (
     ParamikoRunner,
     SshUnavailable,
-    known_hosts_files,
     ssh_settings,
     trust_on_first_use,
 )

@@ -12,6 +12,7 @@ import pytest
 from provisioner.plan import build_plan
 from provisioner.providers.connections import Connection, read_connections, write_connections
 from provisioner.providers.inventory import inventory_data
+from provisioner.providers.reach import resolve
 from provisioner.providers.vagrant.config import (
     SLOW_NOTE,
     Accel,
@@ -162,7 +163,7 @@ def test_connections_round_trip_and_drive_every_login(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert read_connections(tmp_path) == conns
     plan = build_plan(cluster)
-    inv = runner_inventory(plan, tmp_path / "ssh" / "id_ed25519", conns)
+    inv = runner_inventory(plan, resolve(plan, tmp_path / "ssh" / "id_ed25519", conns))
     cp1 = inv["all"]["hosts"]["vt-cp1"]
     assert (cp1["ansible_host"], cp1["ansible_user"], cp1["ansible_become"]) == (
         "192.168.56.131", "vagrant", True)
@@ -182,7 +183,6 @@ def test_connections_round_trip_and_drive_every_login(tmp_path: Path) -> None:
     (tmp_path / "ssh").mkdir()
     (tmp_path / "ssh" / "known_hosts").write_text("")
     settings = ssh_settings(plan, tmp_path)
-    assert settings["vt-w1"].address == "127.0.0.1" and settings["vt-w1"].port == 2200
+    assert settings["vt-w1"].host == "127.0.0.1" and settings["vt-w1"].port == 2200
     assert settings["vt-w1"].known_hosts == (tmp_path / "ssh" / "known_hosts",)
-    assert settings["vt-cp2"].address is None
-    assert IPv4Address("192.168.56.21") == plan.hosts[1].machine.address
+    assert IPv4Address(settings["vt-cp2"].host) == plan.hosts[1].machine.address

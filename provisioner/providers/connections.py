@@ -2,9 +2,10 @@
 
 Scope: a provider that learns the login of each machine at run time (Vagrant: ``vagrant
 ssh-config`` gives the management address, port, user and a per-machine key) records it in
-``<state>/clusters/<name>/connections.json``. The runner inventory, the provider's own
-inventory and verify read it, so everything logs in the same way. Machines without an entry
-use the spec's address and SSH settings.
+``<state>/clusters/<name>/connections.json``. ``providers.reach`` makes it part of every
+host's login (Ansible, verify, status), and the provider's own inventory reads it, so
+everything logs in the same way. Machines without an entry use the spec's address and SSH
+settings.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """SSH for providers: the per-cluster key pair, pinned host keys and readiness checks.
 
-Scope: what a provider needs to hand working SSH access to the rest of the pipeline. Host
-keys of machines the provider made are known in advance, so they are pinned in a
-``known_hosts`` file instead of switching host key checking off.
+Scope: what a provider needs to hand working SSH access to the rest of the pipeline, and
+where a cluster's own key and pinned host keys live. Host keys of machines the provider
+made are known in advance, so they are pinned in a ``known_hosts`` file instead of
+switching host key checking off. Which login each host gets is ``providers.reach``'s.
 """
 
 from __future__ import annotations
@@ -18,6 +19,17 @@ from pathlib import Path
 
 from provisioner.providers.base import ProviderError
 from provisioner.state import cluster_dir, private_dir
+
+
+def default_key_path(state: Path) -> Path:
+    """The cluster's own private key in its state directory ``state`` (``cluster_ssh`` makes
+    it): the login key of a made machine when neither the host nor spec.ssh names one."""
+    return state / "ssh" / "id_ed25519"
+
+
+def pinned_known_hosts(state: Path) -> Path:
+    """The pinned host keys of the cluster whose state directory is ``state``."""
+    return state / "ssh" / "known_hosts"
 
 
 def known_hosts_option(files: tuple[Path, ...]) -> str:
@@ -68,9 +80,10 @@ class ClusterSSH:
 def cluster_ssh(cluster: str, private_key: Path | None = None) -> ClusterSSH:
     """The cluster's key (``<state>/clusters/<name>/ssh/id_ed25519`` unless the spec names
     one) and its ``known_hosts``; the key pair is made on first use."""
-    ssh_dir = private_dir(cluster_dir(cluster) / "ssh")
-    key = private_key if private_key is not None else ssh_dir / "id_ed25519"
-    result = ClusterSSH(private_key=key, known_hosts=ssh_dir / "known_hosts")
+    state = cluster_dir(cluster)
+    private_dir(state / "ssh")
+    key = private_key if private_key is not None else default_key_path(state)
+    result = ClusterSSH(private_key=key, known_hosts=pinned_known_hosts(state))
     if private_key is None and not key.exists():
         _keygen(key, f"provisioner-{cluster}")
     if not key.exists() or not result.public_key.exists():

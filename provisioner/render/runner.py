@@ -17,6 +17,7 @@ import yaml
 
 from provisioner.plan.model import Plan
 from provisioner.providers.connections import Connection
+from provisioner.providers.reach import Reach, resolve
 from provisioner.spec.topology import Role
 
 
@@ -24,30 +25,26 @@ def _yaml(data: Any) -> bytes:
     return yaml.safe_dump(data, sort_keys=True, default_flow_style=False).encode()
 
 
-def inventory(plan: Plan, ssh_key: Path | None,
-              connections: Mapping[str, Connection] | None = None) -> dict[str, Any]:
+def inventory(plan: Plan, reaches: Mapping[str, Reach]) -> dict[str, Any]:
     """Ansible YAML inventory: groups kube_control_plane, etcd, kube_node, k8s_cluster.
 
-    Hosts with a recorded connection (``vagrant ssh-config``) are reached that way.
+    Each host is reached as ``reaches`` says (``provisioner.providers.reach``).
     """
     hostvars: dict[str, dict[str, Any]] = {}
     for h in plan.hosts:
-        m = h.machine
-        c = (connections or {}).get(h.name)
-        key = c.key if c else m.ssh_key or ssh_key
-        user = c.user if c else m.ssh_user
+        r = reaches[h.name]
         v: dict[str, Any] = {
-            "ansible_host": c.host if c else str(m.address),
-            "ansible_user": user,
-            "ansible_port": c.port if c else m.ssh_port,
+            "ansible_host": r.host,
+            "ansible_user": r.user,
+            "ansible_port": r.port,
             # The cluster address roles use (certificates name it); ansible_host is only
             # the SSH endpoint, which differs on Vagrant VMs (the management address).
-            "provisioner_address": str(m.address),
+            "provisioner_address": str(h.machine.address),
             "provisioner_host_index": h.index,
         }
-        if key is not None:
-            v["ansible_ssh_private_key_file"] = str(key)
-        if user != "root":
+        if r.key is not None:
+            v["ansible_ssh_private_key_file"] = str(r.key)
+        if r.become:
             v["ansible_become"] = True
         if h.pod_cidr is not None:
             v["provisioner_pod_cidr"] = str(h.pod_cidr)
@@ -92,8 +89,8 @@ def envvars(plan: Plan) -> dict[str, str]:
     """Ansible settings chosen for speed and for unattended runs."""
     return {
         "ANSIBLE_PIPELINING": "True",
-        # Host keys are always checked; provision adds the trusted known_hosts files
-        # (provisioner.verify.ssh.known_hosts_files) to these arguments.
+        # Host keys are always checked; provision adds the known_hosts files the hosts'
+        # logins trust (provisioner.providers.reach) to these arguments.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=120s "
         "-o StrictHostKeyChecking=yes -o LogLevel=ERROR",
@@ -108,11 +105,13 @@ def envvars(plan: Plan) -> dict[str, str]:
 
 def runner_files(plan: Plan, ssh_key: Path | None,
                  connections: Mapping[str, Connection] | None = None) -> dict[str, bytes]:
-    """Relative path -> content of the private data dir."""
+    """Relative path -> content of the private data dir (``ssh_key``: the key of hosts that
+    name none; ``connections``: recorded logins, see ``provisioner.providers.reach``)."""
+    reaches = resolve(plan, ssh_key, connections or {})
     return {
         # JSON is YAML too, and the inventory is the one document that grows with the
         # cluster: json.dumps is ~50x faster than a YAML emitter for 1,000 hosts.
-        "inventory/hosts.json": (json.dumps(inventory(plan, ssh_key, connections), indent=1,
+        "inventory/hosts.json": (json.dumps(inventory(plan, reaches), indent=1,
                                             sort_keys=True) + "\n").encode(),
         "env/extravars": _yaml(extravars(plan)),
         "env/envvars": _yaml(envvars(plan)),

@@ -1,9 +1,11 @@
 """SSH for verify: run short read-only commands on hosts with pinned host keys (paramiko).
 
-Scope: ``SshRunner`` (the protocol checks use, faked in tests), ``ParamikoRunner`` and the
-per-host login settings. Host keys are never accepted blindly: machines a provider made
-(nspawn, vagrant) are checked against the cluster's pinned ``<state>/ssh/known_hosts``;
-static hosts against the user's ``~/.ssh/known_hosts``. An unknown key is a clear failure.
+Scope: ``SshRunner`` (the protocol checks use, faked in tests), ``ParamikoRunner`` and
+``--trust-on-first-use``. Where and as whom each host is reached, and which host keys are
+trusted, comes from ``provisioner.providers.reach`` (as for Ansible). Host keys are never
+accepted blindly: machines a provider made (nspawn, vagrant) are checked against the
+cluster's pinned ``<state>/ssh/known_hosts``; static hosts also against the user's
+``~/.ssh/known_hosts``. An unknown key is a clear failure.
 One connection per host is shared by every check; a failed login is remembered, so a down
 host costs one connect timeout, not one per check.
 """
@@ -15,6 +17,7 @@ import hashlib
 import shlex
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -22,8 +25,8 @@ from typing import Literal, Protocol
 import paramiko
 
 from provisioner.plan.model import HostPlan, Plan
-from provisioner.providers.connections import read_connections
-from provisioner.providers.ssh import known_hosts_args
+from provisioner.providers.reach import Reach, reach
+from provisioner.providers.ssh import pinned_known_hosts
 
 SshErrorKind = Literal["hostkey-unknown", "hostkey-mismatch", "auth", "refused", "timeout",
                        "unreachable", "key-missing", "ssh"]
@@ -63,56 +66,10 @@ class SshRunner(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class SshSettings:
-    """How to log in to one host."""
-
-    user: str
-    port: int
-    key: Path | None  # None: ssh-agent and the user's default keys
-    known_hosts: tuple[Path, ...]  # trusted host keys, in order (missing files are skipped)
-    address: str | None = None  # None: the host's cluster address
-
-
-USER_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
-
-
-def known_hosts_files(plan: Plan, state_dir: Path) -> tuple[Path, ...]:
-    """The host-key files every SSH login of the cluster trusts, and nothing else.
-
-    Machines the provider made (nspawn, vagrant) are pinned in ``<state>/ssh/known_hosts``;
-    ``static`` hosts are trusted through that file (keys recorded by
-    ``--trust-on-first-use``) and the user's own ``~/.ssh/known_hosts``.
-    """
-    pinned = state_dir / "ssh" / "known_hosts"
-    if plan.cluster.spec.provider.type == "static":
-        return (pinned, USER_KNOWN_HOSTS.expanduser())
-    return (pinned,)
-
-
-def ssh_settings(plan: Plan, state_dir: Path) -> dict[str, SshSettings]:
-    """Login settings per host, the way the provider and Ansible log in: the one place
-    that says how to reach a host (verify, the identity check and provision use it)."""
-    provider = plan.cluster.spec.provider.type
-    out: dict[str, SshSettings] = {}
-    connections = read_connections(state_dir)
-    known = known_hosts_files(plan, state_dir)
-    for h in plan.hosts:
-        m = h.machine
-        c = connections.get(h.name)
-        if c is not None:  # recorded by the provider (vagrant ssh-config)
-            out[h.name] = SshSettings(c.user, c.port, c.key, known, c.host)
-        elif provider == "static":
-            out[h.name] = SshSettings(m.ssh_user, m.ssh_port, m.ssh_key, known)
-        else:
-            key = m.ssh_key or state_dir / "ssh" / "id_ed25519"
-            out[h.name] = SshSettings(m.ssh_user, m.ssh_port, key, known)
-    return out
-
-
-def ansible_known_hosts_args(files: tuple[Path, ...]) -> str:
-    """ssh options that make Ansible trust exactly ``files`` (checking always on)."""
-    return known_hosts_args(files)
+def ssh_settings(plan: Plan, state_dir: Path) -> dict[str, Reach]:
+    """The logins verify, the survey and the identity check use: ``providers.reach``'s,
+    the same Ansible's inventory is rendered from."""
+    return reach(plan, state_dir)
 
 
 def _known_line(addr: str, port: int, key: paramiko.PKey) -> str:
@@ -131,12 +88,12 @@ def trust_on_first_use(plan: Plan, state_dir: Path, timeout: float = 10.0) -> li
     fingerprint. A host whose key is known and differs is never re-recorded: it raises
     ``SshUnavailable`` (a reinstalled host or a man in the middle)."""
     settings = ssh_settings(plan, state_dir)
-    dest = state_dir / "ssh" / "known_hosts"
+    dest = pinned_known_hosts(state_dir)
     recorded: list[str] = []
     new_lines: list[str] = []
     for h in plan.hosts:
         s = settings[h.name]
-        addr = s.address or str(h.address)
+        addr = s.host
         keys = paramiko.HostKeys()
         for f in s.known_hosts:
             if f.is_file():
@@ -182,7 +139,7 @@ def trust_on_first_use(plan: Plan, state_dir: Path, timeout: float = 10.0) -> li
 class ParamikoRunner:
     """``SshRunner`` over paramiko with ``RejectPolicy``: unknown host keys fail."""
 
-    def __init__(self, settings: dict[str, SshSettings], connect_timeout: float) -> None:
+    def __init__(self, settings: Mapping[str, Reach], connect_timeout: float) -> None:
         self._settings = settings
         self._timeout = connect_timeout
         self._lock = threading.Lock()
@@ -206,7 +163,7 @@ class ParamikoRunner:
 
     def _connect(self, host: HostPlan) -> paramiko.SSHClient:
         s = self._settings[host.name]
-        addr = s.address or str(host.address)
+        addr = s.host
         where = f"{s.user}@{addr}:{s.port}"
         files = [f for f in s.known_hosts if f.is_file()]
         known = " and ".join(str(f) for f in s.known_hosts) or "no known_hosts file"
@@ -273,8 +230,7 @@ class ParamikoRunner:
             stdin: bytes | None = None) -> CommandResult:
         """See ``SshRunner.run``."""
         client = self._client(host)
-        user = self._settings[host.name].user
-        if root and user != "root":
+        if root and self._settings[host.name].become:
             command = "sudo -n sh -c " + shlex.quote(command)
         try:
             sin, stdout, stderr = client.exec_command(command, timeout=timeout)
