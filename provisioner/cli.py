@@ -15,6 +15,7 @@ import typer
 
 from provisioner import __version__
 from provisioner.cli_artifacts import app as artifacts_app
+from provisioner.cli_encryption import app as encryption_app
 from provisioner.cli_machines import app as machines_app
 from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.cli_provision import app as provision_app
@@ -194,6 +195,7 @@ def _root(
 app.add_typer(machines_app, name="machines", help="A spec's nspawn nodes or Vagrant VMs.")
 app.add_typer(artifacts_app, name="artifacts", help="Download, verify and bundle binaries.")
 app.add_typer(vagrant_app, name="vagrant")
+app.add_typer(encryption_app, name="encryption-key")
 # provision and status are top-level commands defined beside the provision flow.
 app.registered_commands += provision_app.registered_commands
 app.registered_commands += verify_app.registered_commands

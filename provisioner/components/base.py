@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from provisioner.plan.model import HostPlan, Plan
+    from provisioner.render.material import EncryptionKey
     from provisioner.spec.models import Cluster
     from provisioner.spec.topology import Machine
 
@@ -54,7 +55,15 @@ class Material(Protocol):
         ...
 
     def encryption_key(self) -> bytes:
-        """32 random bytes (base64-encoded) for Secrets encryption at rest."""
+        """32 random bytes (base64-encoded): the key Secrets are written with."""
+        ...
+
+    def encryption_keys(self) -> list[EncryptionKey]:
+        """Every key the apiservers decrypt with, the write key first (a rotation adds one)."""
+        ...
+
+    def vrrp_seed(self) -> bytes:
+        """The per-cluster secret keepalived's VRRP password is derived from."""
         ...
 
     def registry_password(self, host: str) -> str:

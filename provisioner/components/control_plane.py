@@ -137,7 +137,7 @@ class APIServer(Component):
         ]
         if api.encryption_at_rest:
             text = render_template("kubernetes/encryption-config.yaml.j2",
-                                   {"key": material.encryption_key().decode()})
+                                   {"keys": material.encryption_keys()})
             files.append(File(f"{K8S}/encryption-config.yaml", text.encode(), 0o600, True, r))
         if api.audit_log:
             files.append(File(f"{K8S}/audit-policy.yaml",

@@ -73,10 +73,11 @@ class Haproxy(Component):
 
 def vrrp_auth_pass(material: Material) -> str:
     """The cluster's VRRP password: 8 characters derived (HMAC-SHA256) from the cluster's
-    generated encryption key, so it is per cluster, kept in the state directory (0600) with
-    the other generated secrets, and stable across renders. Base32: keepalived's parser treats
-    ``#``, ``!``, ``$``, quotes and braces specially, and none of them can appear."""
-    digest = hmac.new(material.encryption_key(), _AUTH_LABEL, hashlib.sha256).digest()
+    generated VRRP seed, so it is per cluster, kept in the state directory (0600) with the
+    other generated secrets, and stable across renders and encryption-key rotations.
+    Base32: keepalived's parser treats ``#``, ``!``, ``$``, quotes and braces specially, and
+    none of them can appear."""
+    digest = hmac.new(material.vrrp_seed(), _AUTH_LABEL, hashlib.sha256).digest()
     return base64.b32encode(digest).decode()[:AUTH_PASS_LENGTH]
 
 

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 IDENTITY_PATH = "/etc/provisioner/identity"
 _ENCRYPTION_LABEL = b"provisioner encryption-key fingerprint\0"
+# The fingerprints of every key the apiservers can decrypt with, while a rotation runs.
+READABLE = "encryption-keys-readable"
 
 
 def _pem_der(pem: bytes) -> bytes:
@@ -53,6 +55,11 @@ def fingerprints(plan: Plan, material: Material) -> dict[str, str]:
     if plan.pki.service_account_key:
         out["service-account"] = _digest(_pem_der(material.sa_public()))
     out["encryption-key"] = _digest(_ENCRYPTION_LABEL + material.encryption_key())
+    keys = material.encryption_keys()
+    if len(keys) > 1:
+        # During a rotation a host may still record the previous write key (or already the
+        # next): any key the apiservers can decrypt with belongs to this cluster.
+        out[READABLE] = ",".join(_digest(_ENCRYPTION_LABEL + k.secret) for k in keys)
     return out
 
 
@@ -77,5 +84,8 @@ def parse_identity(text: str) -> dict[str, str]:
 
 def differences(have: Mapping[str, str], want: Mapping[str, str]) -> list[str]:
     """Items a host holds with another fingerprint than ``want`` (items it lacks are not
-    differences: a host gains them as the cluster grows features)."""
-    return [k for k in want if k in have and have[k] != want[k]]
+    differences: a host gains them as the cluster grows features). A host's encryption key
+    matches while it is one the cluster can still decrypt with (a rotation in progress)."""
+    readable = set(want.get(READABLE, "").split(","))
+    return [k for k in want if k in have and k != READABLE and have[k] != want[k]
+            and not (k == "encryption-key" and have[k] in readable)]

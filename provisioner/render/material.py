@@ -17,6 +17,37 @@ from provisioner.pki.kubeconfig import kubeconfig
 from provisioner.plan.model import Plan
 from provisioner.state import private_dir, write_private
 
+# The encryption-at-rest keys in the secrets directory. ``encryption-key`` is the one
+# Secrets are written with; during a rotation (provisioner.rotation) ``.next`` is a new key
+# every apiserver can already read before any writes with it, and ``.retired`` the previous
+# key, still readable until every Secret has been rewritten. A file holds ``name:base64``;
+# a bare base64 value is ``key1`` (the format before rotation existed). The name is written
+# into each encrypted value in etcd, so a key keeps it for life.
+ENCRYPTION_KEY = "encryption-key"
+NEXT_KEY = "encryption-key.next"
+RETIRED_KEY = "encryption-key.retired"
+VRRP_SEED = "vrrp-seed"
+
+
+@dataclass(frozen=True)
+class EncryptionKey:
+    """One aescbc key: its name in the EncryptionConfiguration and its base64 secret."""
+
+    name: str
+    secret: bytes
+
+
+def read_encryption_key(path: Path) -> EncryptionKey:
+    """The key in ``path`` (``name:base64`` or a bare base64 ``key1``)."""
+    text = path.read_bytes().strip()
+    name, sep, secret = text.partition(b":")
+    return EncryptionKey(name.decode(), secret) if sep else EncryptionKey("key1", text)
+
+
+def new_encryption_key(name: str) -> bytes:
+    """A file's content for a fresh 32-byte key called ``name``."""
+    return f"{name}:".encode() + base64.b64encode(secrets.token_bytes(32)) + b"\n"
+
 
 class MaterialError(ValueError):
     """A secret the spec refers to cannot be read (the message names the field, not the data)."""
@@ -56,8 +87,19 @@ class StateMaterial:
         return (self.pki_dir / "sa.key").read_bytes()
 
     def encryption_key(self) -> bytes:
-        """Base64 of 32 random bytes, made once."""
-        return (self.secrets_dir / "encryption-key").read_bytes().strip()
+        """Base64 of the 32-byte key Secrets are written with."""
+        return read_encryption_key(self.secrets_dir / ENCRYPTION_KEY).secret
+
+    def encryption_keys(self) -> list[EncryptionKey]:
+        """Every key the apiservers can decrypt with, the one they write with first."""
+        return [read_encryption_key(self.secrets_dir / name)
+                for name in (ENCRYPTION_KEY, NEXT_KEY, RETIRED_KEY)
+                if (self.secrets_dir / name).exists()]
+
+    def vrrp_seed(self) -> bytes:
+        """The secret keepalived's VRRP password is derived from (stable across encryption
+        key rotations)."""
+        return (self.secrets_dir / VRRP_SEED).read_bytes().strip()
 
     def _private(self, host: str) -> tuple[int, object]:
         for i, p in enumerate(self.plan.cluster.spec.registries.private):
@@ -95,9 +137,15 @@ def prepare(plan: Plan, state_dir: Path, spec_dir: Path,
     pki_dir = private_dir(state_dir / "pki")
     report = ensure_pki(plan.pki, pki_dir, renew)
     secrets_dir = private_dir(state_dir / "secrets")
-    key_file = secrets_dir / "encryption-key"
+    key_file = secrets_dir / ENCRYPTION_KEY
+    seed = secrets_dir / VRRP_SEED
+    if not seed.exists():
+        # A cluster made before the seed existed derived its VRRP password from its first
+        # encryption key: keep that password. A new cluster gets its own random seed.
+        first = read_encryption_key(key_file).secret if key_file.exists() else None
+        write_private(seed, (first or base64.b64encode(secrets.token_bytes(32))) + b"\n")
     if not key_file.exists():
-        write_private(key_file, base64.b64encode(secrets.token_bytes(32)) + b"\n")
+        write_private(key_file, new_encryption_key("key1"))
     return StateMaterial(plan, pki_dir, secrets_dir, spec_dir), report
 
 

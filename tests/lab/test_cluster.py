@@ -417,3 +417,39 @@ def test_kubelet_rotates_its_client_certificate(cluster: Cluster) -> None:
     results = _wait_verify(cluster, ok=True)
     assert not _failing(results), _failing(results)
     assert_converged(cluster.provision(), 5)
+
+
+def _etcd_value_prefix(cluster: Cluster, key: str) -> str:
+    pki = "/etc/kubernetes/pki/etcd"
+    return cluster.run("lab-cp1", f"ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 "
+                       f"--cacert={pki}/ca.crt --cert={pki}/healthcheck-client.crt "
+                       f"--key={pki}/healthcheck-client.key get {key} --print-value-only "
+                       "| head -c 24")
+
+
+def test_encryption_key_rotation_keeps_every_secret(cluster: Cluster) -> None:
+    """`encryption-key rotate`: the Secret written under key1 is stored under key2 after,
+    still reads the same, the old key is on no host, and the cluster's identity check
+    accepted the change (no --replace-identity); the next provision changes nothing."""
+    _kubectl(cluster, "create", "secret", "generic", "rotation-probe",
+             "--from-literal=word=unchanged")
+    before = _etcd_value_prefix(cluster, "/registry/secrets/default/rotation-probe")
+    assert before.startswith("k8s:enc:aescbc:v1:key"), before
+    old_name = before.split(":")[4]
+    started = time.monotonic()
+    res = CliRunner().invoke(app, ["encryption-key", "rotate", str(cluster.spec)])
+    seconds = time.monotonic() - started
+    assert res.exit_code == 0, res.output
+    print(f"encryption-key rotate: {seconds:.1f}s\n{res.output}")
+    after = _etcd_value_prefix(cluster, "/registry/secrets/default/rotation-probe")
+    new_name = after.split(":")[4]
+    assert after.startswith("k8s:enc:aescbc:v1:key") and new_name != old_name, (before, after)
+    word = _kubectl(cluster, "get", "secret", "rotation-probe", "-o",
+                    "jsonpath={.data.word}")
+    assert word == "dW5jaGFuZ2Vk"  # base64 of "unchanged"
+    for h in cluster.plan.control_plane:
+        names = cluster.run(h.name, "grep -o 'name: key[0-9]*' "
+                            "/etc/kubernetes/encryption-config.yaml").split()
+        assert names == ["name:", new_name], (h.name, names)
+    assert_converged(cluster.provision(), 5)
+    _kubectl(cluster, "delete", "secret", "rotation-probe")
