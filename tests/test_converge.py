@@ -160,7 +160,7 @@ def test_differences_name_their_phase_and_hosts(rendered: tuple[Any, Any]) -> No
     reports["cv-cp2"]["files"][etcd_conf][1] = 0o666
     surveys = {h: HostSurvey(h, r, compare(wants[h], r)) for h, r in reports.items()}
     assert [str(d) for d in surveys["cv-cp2"].differences] == [
-        f"file {etcd_conf}: mode 0666, want 0644"]
+        f"file {etcd_conf}: mode 0666, want 0600"]
     assert targets(plan, surveys)["etcd"] == ["cv-cp1", "cv-cp2", "cv-cp3"]
 
 

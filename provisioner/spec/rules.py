@@ -279,9 +279,10 @@ def generated_fit(cluster: Cluster) -> Iterator[SpecIssue]:
         (cluster.spec.workers.count or 0)
     last = int(net.network_address) + provider.first_host_offset + total - 1
     if last >= int(net.broadcast_address):
+        beyond = str(IPv4Address(last)) if last < 2**32 else "past the end of IPv4"
         yield SpecIssue("spec.provider.subnet", f"{total} machines from offset "
                         f"{provider.first_host_offset} do not fit in {net} (the last would be "
-                        f"{IPv4Address(last)})",
+                        f"{beyond})",
                         "use a larger subnet or a smaller firstHostOffset")
 
 
