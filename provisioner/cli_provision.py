@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -22,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from provisioner.cli_options import SpecFile, StateDir, split_list
-from provisioner.execute import JsonProgress, progress_for
+from provisioner.execute import JsonProgress, ProgressSink, progress_for
 from provisioner.provision import ProvisionError, ProvisionResult, last_summary, provision
 from provisioner.state import ENV_ROOT, cluster_dir
 from provisioner.verify import table as verify_table
@@ -115,6 +116,31 @@ def print_summary(console: Console, result: ProvisionResult) -> None:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+def attach_machines(file: Path, state_dir: Path | None, progress: ProgressSink) -> None:
+    """``--machines-running``: record the logins and pinned host keys of Vagrant VMs that
+    already run (``VagrantMachines.attach``); other providers' hosts need nothing recorded.
+    Raises ``ProvisionError`` (phase ``machines``) when a VM does not run."""
+    from provisioner.providers.base import ProviderError
+    from provisioner.spec import SpecError, load_file
+
+    if state_dir is not None:
+        os.environ[ENV_ROOT] = str(state_dir)  # as provision does: the provider reads it
+    try:
+        cluster = load_file(file)
+    except SpecError:
+        return  # provision reports the spec's problems, all of them
+    if cluster.spec.provider.type != "vagrant":
+        return
+    from provisioner.providers.vagrant.provider import VagrantMachines
+
+    try:
+        result = VagrantMachines(cluster, progress.note).attach()
+    except ProviderError as exc:
+        raise ProvisionError(f"machines: {exc}") from None
+    for warning in result.warnings:
+        progress.note(f"warning: {warning}")
+
+
 @app.command("provision")
 def provision_cmd(
     file: SpecFile,
@@ -126,6 +152,11 @@ def provision_cmd(
     no_machines: Annotated[bool, typer.Option(
         "--no-machines", help="Do not bring the provider's machines up first (they are "
         "already running, or the hosts are static).")] = False,
+    machines_running: Annotated[bool, typer.Option(
+        "--machines-running", help="The provider's machines already run and must not be "
+        "started: for Vagrant VMs (what the Vagrantfile's trigger passes after `vagrant "
+        "up`), read their logins from `vagrant ssh-config` and pin their host keys as "
+        "`machines up` does, without running `vagrant up`.")] = False,
     replace_identity: Annotated[bool, typer.Option(
         "--replace-identity", help="Push this state directory's CAs, service-account key "
         "and encryption key even onto hosts that hold another cluster's (refused "
@@ -153,14 +184,18 @@ def provision_cmd(
     """Converge the hosts: one survey finds what differs from the plan, then the selected
     phases' playbooks run where something differs (independent phases at the same time),
     stopping at a failure."""
+    if machines_running and no_machines:
+        _fail("error: --machines-running and --no-machines exclude each other", 2)
     # With --json, stdout carries only the events; everything for people goes to stderr.
     human = err if as_json else out
     progress = progress_for(human, verbose=verbose, json_stream=sys.stdout if as_json else None)
     try:
         with progress:
-            result = provision(file, split_list(only), split_list(skip), state_dir, not no_machines,
-                               progress, replace_identity, trust_on_first_use, full,
-                               parallel=not serial)
+            if machines_running:
+                attach_machines(file, state_dir, progress)
+            result = provision(file, split_list(only), split_list(skip), state_dir,
+                               not (no_machines or machines_running), progress,
+                               replace_identity, trust_on_first_use, full, parallel=not serial)
     except ProvisionError as exc:
         _fail(f"error: {exc}", exc.exit_code)
     if isinstance(progress, JsonProgress):

@@ -2,7 +2,9 @@
 
 Scope: thin typer commands over ``provisioner.providers.vagrant``. ``box`` builds the offline
 Debian 12 libvirt box and adds it to Vagrant (in ``$VAGRANT_HOME``, as ``vagrant`` itself
-would). Errors print one clear message to stderr and exit 1.
+would). ``config`` and ``forget`` are what the top-level Vagrantfile calls: the VMs of a spec,
+and dropping the records of destroyed VMs. Errors print one clear message to stderr and
+exit 1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from rich.console import Console
 from provisioner.cli_options import SpecFile
 from provisioner.providers.base import ProviderError
 from provisioner.providers.vagrant import box as vagrant_box
-from provisioner.providers.vagrant.config import vagrant_config
+from provisioner.providers.vagrant.config import vagrant_config, vagrant_dir
 from provisioner.spec.errors import SpecError
 from provisioner.spec.load import load_file
 from provisioner.state import state_root
@@ -78,5 +80,32 @@ def config(file: SpecFile) -> None:
         cluster = load_file(file)
     except SpecError as exc:
         _fail(str(exc))
-    console = state_root() / "clusters" / cluster.metadata.name / "vagrant" / "console"
-    typer.echo(json.dumps(vagrant_config(cluster, console), indent=1))
+    # The path only: printing the settings creates nothing (the Vagrantfile makes the dirs).
+    state = state_root() / "clusters" / cluster.metadata.name
+    typer.echo(json.dumps(vagrant_config(cluster, vagrant_dir(state)), indent=1))
+
+
+@app.command("forget")
+def forget(
+    file: SpecFile,
+    names: Annotated[list[str] | None, typer.Argument(
+        metavar="[NAME]...", help="VMs to forget (default: every VM of the spec).",
+        show_default=False)] = None,
+) -> None:
+    """Forget destroyed VMs: their logins, pinned host keys and console logs.
+
+    The Vagrantfile runs this after `vagrant destroy` of each VM. The inventory goes with
+    the last VM; the PKI, kubeconfigs and run logs stay, so a new `vagrant up` brings the
+    same cluster identity back. Never calls vagrant.
+    """
+    from provisioner.providers.vagrant.provider import VagrantMachines
+
+    try:
+        cluster = load_file(file)
+        gone = VagrantMachines(cluster).forget(names or None)
+    except SpecError as exc:
+        _fail(str(exc))
+    except ProviderError as exc:
+        _fail(f"error: {exc}")
+    _say(f"forgot the logins and host keys of {', '.join(gone)} (cluster "
+         f"{cluster.metadata.name}); its PKI and kubeconfigs are kept")

@@ -2,9 +2,10 @@
 
 Scope: one pure translation of a validated cluster spec into the settings Vagrant needs
 (names, addresses, memory, CPUs, box, libvirt or VirtualBox settings, networks, console
-logs). The Vagrantfile holds no cluster logic of its own: it asks ``provisioner vagrant
-config SPEC`` (or reads the file the provider wrote) and applies the result, so machine names
-and addresses can never differ between Vagrant and the rest of the pipeline.
+logs, where Vagrant keeps its machine state). The Vagrantfile holds no cluster logic of its
+own: it asks ``provisioner vagrant config SPEC`` (or reads the file the provider wrote) and
+applies the result, so machine names, addresses and Vagrant's state directory can never
+differ between a plain ``vagrant`` command and the rest of the pipeline.
 
 Specs of the other providers translate too (with the vagrant defaults), so one spec can be
 rehearsed on VMs; the result then carries a note saying so.
@@ -22,6 +23,10 @@ from provisioner.spec.models import Cluster, StaticProvider, VagrantProvider
 from provisioner.spec.topology import machines
 
 SCHEMA = 1
+DOTFILE_DIR = "dot"
+"""Vagrant's machine state (``VAGRANT_DOTFILE_PATH``), under the cluster's ``vagrant/``."""
+CONSOLE_DIR = "console"
+"""The VMs' serial console logs, under the cluster's ``vagrant/``."""
 KVM_DEVICE = Path("/dev/kvm")
 # Hosts whose /dev/kvm is PVM (a paravirtualized KVM) cannot boot a stock kernel with it.
 PVM_MODULE = Path("/sys/module/kvm_pvm")
@@ -63,6 +68,12 @@ def vagrant_settings(cluster: Cluster) -> VagrantProvider:
     return VagrantProvider.model_validate(defaults)
 
 
+def vagrant_dir(state: Path) -> Path:
+    """Everything Vagrant and the provider keep for one cluster (``state``: its state
+    directory): Vagrant's machine state, console logs, the settings file, command logs."""
+    return state / "vagrant"
+
+
 def network_names(cluster: str) -> tuple[str, str]:
     """libvirt network names of a cluster: (private, management)."""
     return f"provisioner-{cluster}", f"provisioner-{cluster}-mgmt"
@@ -78,10 +89,16 @@ def _private_subnet(cluster: Cluster, settings: VagrantProvider) -> IPv4Network:
 
 def vagrant_config(
     cluster: Cluster,
-    console_dir: Path,
+    state_vagrant: Path,
     accel: Accel | None = None,
 ) -> dict[str, Any]:
-    """The JSON document the Vagrantfile applies (see the Vagrantfile for its use)."""
+    """The JSON document the Vagrantfile applies (see the Vagrantfile for its use).
+
+    ``state_vagrant`` is the cluster's ``vagrant_dir``: plain ``vagrant`` commands keep their
+    machine state in its ``dot`` (``dotfile``), as the provider does, so both see the same
+    VMs. ``spec_provider`` tells the Vagrantfile whether the spec is a vagrant cluster (its
+    triggers converge it) or another provider's machines rehearsed on VMs (VMs only).
+    """
     v = vagrant_settings(cluster)
     notes: list[str] = []
     if not isinstance(cluster.spec.provider, VagrantProvider):
@@ -100,6 +117,8 @@ def vagrant_config(
     return {
         "schema": SCHEMA,
         "cluster": cluster.metadata.name,
+        "spec_provider": cluster.spec.provider.type,
+        "dotfile": str(state_vagrant / DOTFILE_DIR),
         "box": v.box,
         "provider": v.vagrant_provider,
         "memory": v.memory_mib,
@@ -124,7 +143,7 @@ def vagrant_config(
                 "name": m.name,
                 "address": str(m.address),
                 "roles": sorted(r.value for r in m.roles),
-                "console_log": str(console_dir / f"{m.name}.log"),
+                "console_log": str(state_vagrant / CONSOLE_DIR / f"{m.name}.log"),
             }
             for m in machines(cluster)
         ],

@@ -5,18 +5,24 @@ Scope: drive the ``vagrant`` command for one cluster. ``up`` writes the resolved
 (building ``provisioner/debian12`` offline when named), runs ``vagrant up``, reads ``vagrant
 ssh-config`` into ``connections.json`` and the inventory, and pins each VM's SSH host key
 from its serial console log (out of band; the box prints the key there on every boot).
-``down`` runs ``vagrant destroy -f``. Vagrant's own machine state lives in the cluster's state
-directory (``VAGRANT_DOTFILE_PATH``), so clusters never share it and the checkout stays clean.
+``attach`` does the same for VMs a plain ``vagrant up`` already made (the Vagrantfile's
+trigger), without starting any. ``down`` runs ``vagrant destroy -f``; ``forget`` drops what
+was recorded about destroyed VMs (the Vagrantfile's destroy trigger), never the PKI.
+Vagrant's own machine state lives in the cluster's state directory
+(``VAGRANT_DOTFILE_PATH``), for plain ``vagrant`` commands too (the Vagrantfile sets it), so
+clusters never share it and the checkout stays clean.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +44,12 @@ from provisioner.providers.connections import (
 )
 from provisioner.providers.ssh import ClusterSSH, known_hosts_args
 from provisioner.providers.vagrant import box
-from provisioner.providers.vagrant.config import vagrant_config
+from provisioner.providers.vagrant.config import (
+    CONSOLE_DIR,
+    DOTFILE_DIR,
+    vagrant_config,
+    vagrant_dir,
+)
 from provisioner.resources import vagrantfile_dir as packaged_vagrantfile_dir
 from provisioner.spec.models import Cluster, VagrantProvider
 from provisioner.spec.topology import Machine, machines
@@ -109,15 +120,15 @@ class _Paths:
 
     @property
     def root(self) -> Path:
-        return private_dir(self.state / "vagrant")
+        return private_dir(vagrant_dir(self.state))
 
     @property
     def dotfile(self) -> Path:
-        return self.root / "dot"
+        return self.root / DOTFILE_DIR
 
     @property
     def console(self) -> Path:
-        return private_dir(self.root / "console")
+        return private_dir(self.root / CONSOLE_DIR)
 
     @property
     def config(self) -> Path:
@@ -145,7 +156,7 @@ class VagrantMachines:
     # --- the vagrant command ------------------------------------------------------------
 
     def _settings(self) -> dict[str, Any]:
-        return vagrant_config(self.cluster, self.paths.console)
+        return vagrant_config(self.cluster, self.paths.root)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -269,6 +280,30 @@ class VagrantMachines:
         self.report(f"{len(self.machines)} VMs of {self.name} up in {took:.1f}s")
         return UpResult(changes, self._write_inventory(), tuple(warnings))
 
+    def attach(self) -> UpResult:
+        """Record logins, pinned host keys and inventory of VMs that already run.
+
+        For ``provision --machines-running``, which the Vagrantfile's trigger runs after a
+        plain ``vagrant up``/``provision``/``reload``: the same records as ``up``, read the same
+        way (``vagrant ssh-config``, host keys from the serial consoles), but no VM is made or
+        started. Raises ``ProviderError`` naming every VM that does not run.
+        """
+        start = time.monotonic()
+        self._write_config()  # the settings file the Vagrantfile reads for the calls below
+        states = self._states()
+        down = [f"{m.name} ({states.get(m.name, 'not_created')})" for m in self.machines
+                if states.get(m.name) != "running"]
+        if down:
+            raise ProviderError(
+                f"VMs of {self.name} not running: {', '.join(down)}; bring every VM up "
+                "(`vagrant up` with this spec, or `provisioner machines up`), or leave the "
+                "cluster alone with `vagrant up --no-provision`")
+        warnings = self._record_logins()
+        self.report(f"{len(self.machines)} VMs of {self.name} running; logins and host keys "
+                    f"recorded in {time.monotonic() - start:.1f}s")
+        changes = tuple(NodeChange(m.name, "unchanged", 0.0) for m in self.machines)
+        return UpResult(changes, self._write_inventory(), tuple(warnings))
+
     def _record_logins(self) -> list[str]:
         proc = self._vagrant(["ssh-config", *(m.name for m in self.machines)], timeout=120)
         conns = parse_ssh_config(proc.stdout)
@@ -333,14 +368,50 @@ class VagrantMachines:
         if self.paths.dotfile.exists():
             self._write_config()
             self._vagrant(["destroy", "-f"], timeout=600, log=self.paths.log("destroy"))
-        clear_connections(self.state)
-        inv.inventory_path(self.name).unlink(missing_ok=True)
-        (self.state / "ssh" / "known_hosts").unlink(missing_ok=True)
-        for m in self.machines:
-            (self.paths.console / f"{m.name}.log").unlink(missing_ok=True)
+        self.forget()
         if purge:
             shutil.rmtree(self.paths.root, ignore_errors=True)
         self.report(f"VMs of {self.name} destroyed in {time.monotonic() - start:.1f}s")
+
+    def forget(self, names: Collection[str] | None = None) -> list[str]:
+        """Drop what was recorded about destroyed VMs (all, or ``names``): their logins in
+        ``connections.json``, pinned host keys and console logs; the inventory once no VM
+        is left. The PKI, kubeconfigs, run logs and Vagrant's own state stay. Never calls
+        ``vagrant``; returns the names forgotten."""
+        known_names = [m.name for m in self.machines]
+        gone = set(known_names) if names is None else set(names)
+        unknown = sorted(gone - set(known_names))
+        if unknown:
+            raise ProviderError(f"no VM named {', '.join(unknown)} in cluster {self.name} "
+                                f"(its VMs: {', '.join(known_names)})")
+        # `vagrant destroy --parallel` forgets its VMs at the same time: one at a time here.
+        with open(self.paths.root / "forget.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._forget(gone)
+        return [n for n in known_names if n in gone]
+
+    def _forget(self, gone: set[str]) -> None:
+        kept = {n: c for n, c in read_connections(self.state).items() if n not in gone}
+        if kept:
+            write_connections(self.state, kept)
+        else:
+            clear_connections(self.state)
+        known = self.state / "ssh" / "known_hosts"
+        if known.exists():
+            # Lines are "<machine>,<address>,<ssh endpoint> <key>" (``_record_logins``).
+            lines = [line for line in known.read_text().splitlines()
+                     if line.strip() and line.split(",", 1)[0].split()[0] not in gone]
+            if lines:
+                write_private(known, "".join(f"{line}\n" for line in lines).encode())
+            else:
+                known.unlink()
+        if kept:
+            self._write_inventory()
+        else:
+            inv.inventory_path(self.name).unlink(missing_ok=True)
+        for m in self.machines:
+            if m.name in gone:
+                (self.paths.console / f"{m.name}.log").unlink(missing_ok=True)
 
     def status(self) -> list[NodeStatus]:
         """Vagrant's state of every machine; running ones are asked for systemd's state."""
