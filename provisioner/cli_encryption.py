@@ -1,8 +1,9 @@
 """``provisioner encryption-key rotate|status``: the Secrets encryption key, replaced safely.
 
 Scope: thin typer commands over ``provisioner.rotation``. Each step that changes the hosts is
-the control-plane phase of ``provision`` (apiservers restarted one at a time, the apiserver
-served through the load balancer throughout), with its usual progress and run directory.
+the os and control-plane phases of ``provision``: os records the cluster's identity (which
+keys are its own) on every host, control-plane writes the keys and restarts the apiservers
+one at a time, so the apiserver is served through the load balancer throughout.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def rotate(
         progress = progress_for(err, verbose=verbose)
         try:
             with progress:
-                result = provision(file, ["control-plane"], None, state_dir, False, progress)
+                # os carries the recorded identity (every host), control-plane the keys.
+                result = provision(file, ["os", "control-plane"], None, state_dir, False,
+                                   progress)
         except ProvisionError as exc:
             raise RotationError(f"{step}: {exc}") from None
         if not result.succeeded:

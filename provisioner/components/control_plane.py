@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 K8S = "/etc/kubernetes"
 PKI = f"{K8S}/pki"
+SHUTDOWN_DELAY = 5
 DOCS = "https://kubernetes.io/docs/reference/command-line-tools-reference/"
 AUDIT_DIR = "/var/log/kubernetes/audit"
 
@@ -101,6 +102,10 @@ class APIServer(Component):
             ("requestheader-group-headers", "X-Remote-Group"),
             ("requestheader-username-headers", "X-Remote-User"),
             ("profiling", "false"),
+            # On SIGTERM (a rolling restart) /readyz fails at once while requests are still
+            # served for this long: the load balancers' 1 s checks move new connections away
+            # before the listener closes.
+            ("shutdown-delay-duration", f"{SHUTDOWN_DELAY}s"),
             *tls_flags(),
         ]
         if api.encryption_at_rest:

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 from typing import TYPE_CHECKING, ClassVar
 
-from provisioner.components.base import CONFIG_MODE, Component, File, Material
+from provisioner.components.base import CERT_MODE, CONFIG_MODE, Component, File, Material
 from provisioner.render.engine import render_template
 
 if TYPE_CHECKING:
@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from provisioner.spec.models import Cluster
     from provisioner.spec.topology import Machine
 
+# haproxy's health check of each apiserver: GET /readyz over TLS with this client pair (a
+# certificate of the cluster CA for user provisioner-lb-healthcheck; /readyz is open to every
+# authenticated user), so a starting or draining apiserver gets no new connections.
+HEALTHCHECK_CERT = "lb-healthcheck"
+HAPROXY_CA = "/etc/haproxy/pki/ca.crt"
+HAPROXY_CLIENT = "/etc/haproxy/pki/healthcheck.pem"
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 # A drop-in, not a unit of our own: the Debian package's keepalived.service stays in charge.
 KEEPALIVED_DROPIN = "/etc/systemd/system/keepalived.service.d/provisioner.conf"
@@ -63,12 +69,18 @@ class Haproxy(Component):
         return (local, f"{lb.vip}:{lb.port}") if lb.mode == "vip" else (local,)
 
     def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
-        """haproxy.cfg."""
+        """haproxy.cfg, and what its /readyz health check presents and trusts: the cluster
+        CA and a client pair of its own (anonymous requests are refused), cert and key in one
+        file as haproxy reads it."""
+        r = ("haproxy",)
         ctx = {"cluster_name": plan.name, "binds": self.binds(plan.cluster),
-               "backends": plan.endpoints.lb_backends}
+               "backends": plan.endpoints.lb_backends, "ca_file": HAPROXY_CA,
+               "client_pem": HAPROXY_CLIENT}
         return [File("/etc/haproxy/haproxy.cfg",
-                     render_template("haproxy/haproxy.cfg.j2", ctx).encode(), 0o644, False,
-                     ("haproxy",))]
+                     render_template("haproxy/haproxy.cfg.j2", ctx).encode(), 0o644, False, r),
+                File(HAPROXY_CA, material.cert("ca"), CERT_MODE, False, r),
+                File(HAPROXY_CLIENT, material.cert(HEALTHCHECK_CERT)
+                     + material.key(HEALTHCHECK_CERT), 0o600, True, r)]
 
 
 def vrrp_auth_pass(material: Material) -> str:

@@ -230,6 +230,7 @@ def _pki(cluster: Cluster, hosts: tuple[HostPlan, ...], kube_svc_ip: IPv4Address
         CertRequest("super-admin", "ca", "kubernetes-super-admin",
                     organizations=("system:masters",), client=True),
         CertRequest("kube-proxy", "ca", "system:kube-proxy", client=True),
+        CertRequest("lb-healthcheck", "ca", "provisioner-lb-healthcheck", client=True),
         CertRequest("etcd/healthcheck-client", "etcd/ca", "kube-etcd-healthcheck-client",
                     client=True),
     ]

@@ -394,9 +394,11 @@ def test_kubelet_rotates_its_client_certificate(cluster: Cluster) -> None:
     pem = old.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption())
-    current = "/var/lib/kubelet/pki/kubelet-client-current.pem"
-    cluster.run(node_name, f"rm -f {current} && umask 077 && cat > {current}.short "
-                f"<<'EOF'\n{pem.decode()}EOF\nmv {current}.short {current} && "
+    # The kubelet's store: kubelet-client-current.pem is a symlink to the pair in use.
+    pki_dir = "/var/lib/kubelet/pki"
+    current = f"{pki_dir}/kubelet-client-current.pem"
+    cluster.run(node_name, f"rm -f {current} && umask 077 && cat > {pki_dir}/short.pem "
+                f"<<'EOF'\n{pem.decode()}EOF\nln -s {pki_dir}/short.pem {current} && "
                 "systemctl restart kubelet")
     deadline = time.monotonic() + 120
     while True:
@@ -421,7 +423,7 @@ def test_kubelet_rotates_its_client_certificate(cluster: Cluster) -> None:
 
 def _etcd_value_prefix(cluster: Cluster, key: str) -> str:
     pki = "/etc/kubernetes/pki/etcd"
-    return cluster.run("lab-cp1", f"ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 "
+    return cluster.run("lab-cp1", f"etcdctl --endpoints=https://127.0.0.1:2379 "
                        f"--cacert={pki}/ca.crt --cert={pki}/healthcheck-client.crt "
                        f"--key={pki}/healthcheck-client.key get {key} --print-value-only "
                        "| head -c 24")
@@ -436,11 +438,23 @@ def test_encryption_key_rotation_keeps_every_secret(cluster: Cluster) -> None:
     before = _etcd_value_prefix(cluster, "/registry/secrets/default/rotation-probe")
     assert before.startswith("k8s:enc:aescbc:v1:key"), before
     old_name = before.split(":")[4]
+    # A client on a worker asks for /readyz through its local haproxy once a second while
+    # the apiservers restart one at a time, three times over.
+    poll = ("nohup sh -c 'while :; do if curl -fsS --max-time 2 "
+            "--cacert /etc/kubernetes/pki/ca.crt "
+            "--cert /var/lib/kubelet/pki/kubelet-client.crt "
+            "--key /var/lib/kubelet/pki/kubelet-client.key "
+            "https://127.0.0.1:8443/readyz >/dev/null 2>&1; then echo ok; else echo FAIL; fi; "
+            "sleep 1; done' >/tmp/lb-poll.log 2>&1 & echo $!")
+    poller = cluster.run("lab-w1", poll).strip()
     started = time.monotonic()
     res = CliRunner().invoke(app, ["encryption-key", "rotate", str(cluster.spec)])
     seconds = time.monotonic() - started
+    polled = cluster.run("lab-w1", f"kill {poller}; cat /tmp/lb-poll.log").split()
     assert res.exit_code == 0, res.output
-    print(f"encryption-key rotate: {seconds:.1f}s\n{res.output}")
+    print(f"encryption-key rotate: {seconds:.1f}s, {len(polled)} requests through the "
+          f"load balancer, {polled.count('FAIL')} failed\n{res.output}")
+    assert len(polled) > 60 and polled.count("FAIL") == 0, polled
     after = _etcd_value_prefix(cluster, "/registry/secrets/default/rotation-probe")
     new_name = after.split(":")[4]
     assert after.startswith("k8s:enc:aescbc:v1:key") and new_name != old_name, (before, after)
