@@ -12,6 +12,7 @@ of three control-plane nodes is reported while the apiserver is still served thr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -467,3 +468,30 @@ def test_encryption_key_rotation_keeps_every_secret(cluster: Cluster) -> None:
         assert names == ["name:", new_name], (h.name, names)
     assert_converged(cluster.provision(), 5)
     _kubectl(cluster, "delete", "secret", "rotation-probe")
+
+
+def test_etcd_backup_is_checked_described_and_bounded(cluster: Cluster, tmp_path: Path) -> None:
+    """`etcd backup`: a snapshot from a healthy member, its sha256 and metadata (revision,
+    keys, the three members, versions), 0600 in a 0700 directory; --keep 2 over three runs
+    leaves the newest two; nothing is left on the members."""
+    out = tmp_path / "backups"
+    taken = []
+    for _ in range(3):
+        started = time.monotonic()
+        res = CliRunner().invoke(app, ["etcd", "backup", str(cluster.spec), "--out", str(out),
+                                       "--keep", "2"])
+        assert res.exit_code == 0, res.output
+        print(f"etcd backup: {time.monotonic() - started:.1f}s: {res.output.strip()}")
+        taken.append(sorted(out.glob("lab-*.db"))[-1])
+        time.sleep(1.1)  # names carry the second
+    kept = sorted(out.glob("lab-*.db"))
+    assert kept == taken[1:], (kept, taken)
+    assert out.stat().st_mode & 0o777 == 0o700
+    meta = json.loads(kept[-1].with_suffix(".json").read_text())
+    assert meta["cluster"] == "lab" and meta["revision"] > 0 and meta["total_keys"] > 100
+    assert meta["members"] == ["lab-cp1", "lab-cp2", "lab-cp3"]
+    assert meta["kubernetes_version"] == cluster.plan.version
+    assert hashlib.sha256(kept[-1].read_bytes()).hexdigest() == meta["sha256"]
+    assert kept[-1].stat().st_mode & 0o777 == 0o600
+    for h in cluster.plan.control_plane:
+        assert cluster.run(h.name, "ls /var/lib/provisioner-backup").strip() == "", h.name
