@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from provisioner.day2 import run_day2
+from provisioner.day2 import Day2Run, run_day2
 from provisioner.execute import ProgressSink
 from provisioner.plan import Plan
 from provisioner.provision import ProvisionError
@@ -48,9 +48,10 @@ def backup_dir(sdir: Path, out: Path | None) -> Path:
     return private_dir(out if out is not None else sdir.joinpath(*BACKUP_DIR))
 
 
-def sha256_file(path: Path) -> str:
-    """The file's sha256, read in 1 MiB pieces."""
-    digest = hashlib.sha256()
+def sha256_file(path: Path, algorithm: str = "sha256") -> str:
+    """The file's sha256 (or ``algorithm``: Ansible's copy checks sha1), read in 1 MiB
+    pieces."""
+    digest = hashlib.new(algorithm)
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
@@ -150,3 +151,61 @@ def etcd_backup(spec_file: Path, state_dir: Path | None, out: Path | None, keep:
         raise BackupError(f"the snapshot could not be stored: {exc}") from None
     finally:
         shutil.rmtree(fetched, ignore_errors=True)
+
+
+def check_snapshot(plan: Plan, snapshot: Path, force: bool) -> dict[str, Any]:
+    """The snapshot's metadata, once it is known to be this cluster's and intact; raises
+    ``BackupError`` otherwise (``force`` accepts another cluster's or one without metadata,
+    never one whose sha256 differs from its metadata)."""
+    if not snapshot.is_file():
+        raise BackupError(f"{snapshot}: no such snapshot file")
+    meta_file = snapshot.with_suffix(".json")
+    meta: dict[str, Any] = {}
+    if meta_file.is_file():
+        try:
+            meta = json.loads(meta_file.read_text())
+        except ValueError:
+            raise BackupError(f"{meta_file}: not JSON; fix or remove it (then --force)") from None
+    if not meta and not force:
+        raise BackupError(f"{snapshot} has no metadata ({meta_file.name}): it cannot be "
+                          "checked against this cluster; restore it with --force if it is "
+                          "this cluster's")
+    if meta and meta.get("cluster") != plan.name and not force:
+        raise BackupError(f"{snapshot} is a snapshot of cluster {meta.get('cluster')!r}, not "
+                          f"{plan.name!r}; nothing was changed (--force restores it anyway)")
+    if meta.get("sha256") and sha256_file(snapshot) != meta["sha256"]:
+        raise BackupError(f"{snapshot}: its sha256 differs from the one recorded when it was "
+                          "taken; the file is damaged; nothing was changed")
+    return meta
+
+
+def etcd_restore(spec_file: Path, state_dir: Path | None, snapshot: Path, force: bool,
+                 progress: ProgressSink) -> tuple[Day2Run, float]:
+    """Restore every etcd member from ``snapshot`` (``playbooks/etcd-restore.yml``): the
+    control plane stops, each member's data is set aside and restored with a new cluster
+    token, the members start together, then the control plane. Returns the run and its
+    seconds; raises ``BackupError`` before any host is touched when the snapshot is not
+    this cluster's or is damaged."""
+    from provisioner.components.etcd import etcd_flags
+    from provisioner.provision import _plan_and_select
+
+    started = time.monotonic()
+    plan, _ = _plan_and_select(spec_file, None, None, state_dir)
+    check_snapshot(plan, snapshot, force)
+    initial = dict(etcd_flags(plan, plan.etcd[0]))["initial-cluster"]
+
+    def extravars(plan: Plan, sdir: Path, run_id: str) -> dict[str, Any]:
+        return {"etcd_restore_source": str(snapshot.resolve()),
+                "etcd_restore_sha1": sha256_file(snapshot, "sha1"),
+                "etcd_restore_initial_cluster": initial}
+
+    run = run_day2(spec_file, state_dir, "etcd-restore.yml", "etcd-restore",
+                   lambda p: [h.name for h in p.hosts if h.machine.is_etcd
+                              or h.machine.is_control_plane], extravars, progress)
+    if not run.result.succeeded:
+        failure = run.result.error or next(
+            (f"{h}: {f.task}: {f.message}" for h, r in run.result.hosts.items()
+             for f in r.failures), "the playbook failed")
+        raise BackupError(f"the restore stopped: {failure}; each member's previous data is "
+                          f"kept beside it as /var/lib/etcd.before-restore-{run.run_id}")
+    return run, time.monotonic() - started

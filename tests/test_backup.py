@@ -16,7 +16,7 @@ from provisioner.plan import build_plan
 from provisioner.spec import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT / "tests" / "golden" / "3cp-2w" / "spec.yaml"
+SPEC = ROOT / "inventories" / "nspawn-3cp-2w.yaml"
 
 
 def _fetched(tmp_path: Path, data: bytes, sha: str | None = None) -> Path:
@@ -66,3 +66,35 @@ def test_keep_prunes_only_this_clusters_oldest_backups(tmp_path: Path) -> None:
     left = sorted(p.name for p in d.iterdir())
     assert "other-20261201T000000Z.db" in left and "lab-notes.db" in left
     assert "lab-20261130T000000Z.db" in left and len(list_backups(d, "lab")) == 2
+
+
+def _snapshot(tmp_path: Path, cluster: str | None, data: bytes = b"snap",
+              sha: str | None = None) -> Path:
+    snap = tmp_path / "lab-20261201T000000Z.db"
+    snap.write_bytes(data)
+    if cluster is not None:
+        snap.with_suffix(".json").write_text(json.dumps(
+            {"cluster": cluster, "sha256": sha or hashlib.sha256(data).hexdigest()}))
+    return snap
+
+
+def test_restore_refuses_before_any_host_another_clusters_or_a_damaged_snapshot(
+        tmp_path: Path) -> None:
+    from provisioner.backup import check_snapshot
+
+    plan = build_plan(load_file(SPEC))
+    assert check_snapshot(plan, _snapshot(tmp_path, plan.name), False)["cluster"] == plan.name
+    other = _snapshot(tmp_path, "prod")
+    with pytest.raises(BackupError, match="snapshot of cluster 'prod'"):
+        check_snapshot(plan, other, False)
+    assert check_snapshot(plan, other, True)["cluster"] == "prod"
+    (tmp_path / "bare").mkdir()
+    bare = _snapshot(tmp_path / "bare", None)
+    with pytest.raises(BackupError, match="has no metadata"):
+        check_snapshot(plan, bare, False)
+    damaged = _snapshot(tmp_path, plan.name, sha="0" * 64)
+    for force in (False, True):
+        with pytest.raises(BackupError, match="damaged"):
+            check_snapshot(plan, damaged, force)
+    with pytest.raises(BackupError, match="no such snapshot"):
+        check_snapshot(plan, tmp_path / "missing.db", True)
