@@ -74,6 +74,7 @@ def extravars(plan: Plan) -> dict[str, Any]:
         "kube_addons": list(plan.addons),
         "kube_first_control_plane": plan.control_plane[0].name,
         "kube_proxy_mode": spec.network.kube_proxy_mode,
+        "kube_pods_subnet": str(spec.network.pod_cidr),
         "container_runtime_oci": spec.container_runtime.oci_runtime,
         "lb_mode": spec.load_balancer.mode,
         "lb_port": spec.load_balancer.port,

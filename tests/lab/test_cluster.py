@@ -554,3 +554,25 @@ def test_etcd_restore_brings_back_every_object_after_losing_all_data(
         assert pods() == before
     for n in namespaces:
         _kubectl(cluster, "delete", "namespace", n, "--wait=false")
+
+
+def test_reset_keeping_etcd_data_then_provision_again(cluster: Cluster) -> None:
+    """`reset --keep-etcd-data`: every service, pod, binary, iptables chain of kube-proxy and
+    pod-network device is gone, SSH still works; the next provision starts the stopped etcd
+    cluster (all members together) with its data, and verify passes."""
+    started = time.monotonic()
+    res = CliRunner().invoke(app, ["reset", str(cluster.spec), "--keep-etcd-data", "--yes"])
+    print(f"reset: {time.monotonic() - started:.1f}s: {res.output[-400:]}")
+    assert res.exit_code == 0, res.output
+    for h in cluster.plan.hosts:
+        left = cluster.run(h.name, "systemctl is-active kubelet containerd etcd kube-apiserver "
+                           "haproxy 2>/dev/null | sort -u; pgrep -c -f containerd-shim || true; "
+                           "ip -br link show type bridge | grep -c cni0 || true; "
+                           "iptables-save | grep -c '^:KUBE-' || true; "
+                           "ls /usr/local/bin /var/lib/containerd 2>&1 | grep -c -E "
+                           "'kubelet|etcd$|io.containerd' || true")
+        assert left.split() == ["inactive", "0", "0", "0", "0"], (h.name, left)
+    assert cluster.run("lab-cp1", "ls /var/lib/etcd").strip() == "member"
+    again = cluster.provision()
+    assert again.succeeded, again.failure
+    assert not _failing(list(again.verify)), _failing(list(again.verify))
