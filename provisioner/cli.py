@@ -56,23 +56,37 @@ def plan_or_exit(path: Path) -> Plan:
 @app.command()
 def validate(
     file: SpecFile,
-    require_files: Annotated[bool, typer.Option(
-        "--require-files", help="Treat local files the spec names that do not exist yet "
-        "(caFile, passwordFile, SSH keys, artifacts.path) as errors, as provisioning would "
-        "find them.")] = False,
+    allow_missing_files: Annotated[bool, typer.Option(
+        "--allow-missing-files", help="Report local files the spec names that do not exist "
+        "(caFile, passwordFile, SSH keys, artifacts.path) as notes and exit 0: for a spec "
+        "checked before its files are made, e.g. by `make lab-artifacts lab-registry` or "
+        "`provisioner artifacts build`. Files that exist are checked either way.")] = False,
 ) -> None:
     """Check a spec and the files it names; exit 0 when valid, 1 listing every problem.
 
-    Named files that do not exist yet are notes, not errors, unless --require-files.
+    A local file the spec names that does not exist is a problem (shown with its resolved
+    path), as `provision` finds it; --allow-missing-files makes it a note.
     """
-    cluster = load_or_exit(file, require_files)
-    _, missing = spec_files.check(cluster, file.resolve().parent)
-    for issue in missing[:SHOWN_ISSUES]:
+    try:
+        cluster = load_file(file, require_files=not allow_missing_files)
+    except SpecError as exc:
+        typer.echo(str(exc), err=True)
+        missing = sum(isinstance(i, spec_files.MissingFile) for i in exc.issues)
+        if missing:
+            typer.echo(f"note: {_files_missing(missing)}; for a spec checked before its files "
+                       "are made, --allow-missing-files lists such files as notes", err=True)
+        raise typer.Exit(1) from None
+    notes = spec_files.check(cluster, file.resolve().parent)[1] if allow_missing_files else []
+    for issue in notes[:SHOWN_ISSUES]:
         typer.echo(f"note: {issue}", err=True)
     typer.echo(f"{file}: valid (cluster {cluster.metadata.name}, "
                f"Kubernetes {cluster.spec.kubernetes_version})"
-               + (f"; {len(missing)} of the files it names do not exist yet (see the notes)"
-                  if missing else ""))
+               + (f"; {_files_missing(len(notes))} yet (see the notes)" if notes else ""))
+
+
+def _files_missing(count: int) -> str:
+    return (f"{count} file the spec names does not exist" if count == 1
+            else f"{count} files the spec names do not exist")
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """Local files a spec names: resolved against the spec's folder, checked for what they hold,
-and required to exist where they are needed (``validate --require-files``).
+and required to exist where they are needed (``validate`` and ``provision``; ``validate
+--allow-missing-files`` notes them instead).
 
 The valid corpus and the shipped inventories name files that are not in the checkout (keys,
 the lab registry's CA and password, which ``make lab-registry`` writes); here each spec is
@@ -114,18 +115,44 @@ def test_every_valid_spec_passes_with_its_files_made(spec: Path, tmp_path: Path,
 
 
 @pytest.mark.parametrize("spec", VALID_SPECS + INVENTORIES, ids=lambda p: p.stem)
-def test_validate_notes_missing_files_but_passes(spec: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh clone has no lab registry files yet: validate says so and still exits 0."""
+def test_validate_refuses_missing_files_unless_allowed(spec: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh clone has no lab registry files yet: validate refuses the spec, naming each
+    missing file by its resolved path; --allow-missing-files notes them and exits 0."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     copy = _copy(spec, tmp_path / spec.parent.name)
-    result = runner.invoke(app, ["validate", str(copy)])
-    assert result.exit_code == 0, result.output
     named = spec_files.named(load_file(copy), copy.parent)
-    for f in named:
-        assert f"note: {f.field}: {f.resolved} does not exist" in result.output
-    strict = runner.invoke(app, ["validate", "--require-files", str(copy)])
+    strict = runner.invoke(app, ["validate", str(copy)])
     assert strict.exit_code == (1 if named else 0), strict.output
+    allowed = runner.invoke(app, ["validate", "--allow-missing-files", str(copy)])
+    assert allowed.exit_code == 0, allowed.output
+    assert f"{copy}: valid" in allowed.output
+    for f in named:
+        assert f"  - {f.field}: {f.resolved} does not exist (fix: " in strict.output
+        assert f"note: {f.field}: {f.resolved} does not exist" in allowed.output
+    if named:
+        assert f"{copy}: {len(named)} problem" in strict.output
+        assert "--allow-missing-files lists such files as notes" in strict.output
+        assert f"{copy}: valid" not in strict.output
+        assert (f"{len(named)} file{'s' if len(named) > 1 else ''} the spec names "
+                f"{'do' if len(named) > 1 else 'does'} not exist yet") in allowed.output
+
+
+def test_validate_checks_files_that_exist_even_when_missing_ones_are_allowed(
+        tmp_path: Path) -> None:
+    """--allow-missing-files lets a file be absent, never wrong; and the old
+    --require-files (now what validate does anyway) is gone."""
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(REGISTRY)
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("not a certificate\n")
+    result = runner.invoke(app, ["validate", "--allow-missing-files", str(spec)])
+    assert result.exit_code == 1, result.output
+    assert f"caFile: {tmp_path}/certs/ca.pem holds no PEM certificate" in result.output
+    # The missing password file is not among the problems, and no note says to allow it.
+    assert "passwordFile" not in result.output
+    assert "--allow-missing-files" not in result.output
+    assert runner.invoke(app, ["validate", "--require-files", str(spec)]).exit_code == 2
 
 
 def test_relative_paths_start_at_the_spec_folder(tmp_path: Path) -> None:
@@ -165,7 +192,7 @@ def test_ca_file_must_hold_pem_certificates(content: bytes, problem: str,
     ca.write_bytes(content)
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "password").write_text("pw")
-    # Wrong contents are errors for every command, --require-files or not.
+    # Wrong contents are errors for every command, missing files required or not.
     for require in (False, True):
         issues = _issues(spec, require)
         assert len(issues) == 1
@@ -264,7 +291,7 @@ spec:
 def test_artifacts_path_is_a_directory_or_a_bundle(tmp_path: Path) -> None:
     spec = tmp_path / "cluster.yaml"
     spec.write_text(LOCAL.replace("PATH", "source"))
-    # artifacts build writes it: missing is fine without --require-files.
+    # artifacts build writes it: it loads the spec without requiring it.
     assert load_file(spec).metadata.name == "t"
     assert _issues(spec) == [
         f"spec.artifacts.path: {tmp_path}/source does not exist (fix: build it (`provisioner "

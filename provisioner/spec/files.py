@@ -5,10 +5,11 @@ SSH keys as ssh does; ``resolved`` writes those paths into the spec that ``load_
 on), and whether what is there is right: a caFile holds PEM certificates,
 a passwordFile is not empty, a privateKeyFile is a private key (not its ``.pub``), an
 artifacts.path is a directory or a bundle tar. ``check`` splits problems with files that
-exist (always errors) from files that are missing: those are errors where the caller asks
-for them (``load_file(..., require_files=True)``, ``validate --require-files``) and notes
-for ``validate``, because on a fresh clone the lab's files are made later by ``make
-lab-artifacts lab-registry``, and ``artifacts build`` writes artifacts.path itself.
+exist (always errors) from files that are missing (``MissingFile``): those are errors where
+the caller asks for them (``load_file(..., require_files=True)``: ``validate`` and
+``provision``) and notes for ``validate --allow-missing-files``, for a spec checked before
+its files are made (on a fresh clone the lab's come from ``make lab-artifacts
+lab-registry``). ``artifacts build`` does not require them: it writes artifacts.path itself.
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ class LocalFile:
     resolved: Path
     kind: Kind
     relative: bool  # resolved against the spec's folder
+
+
+@dataclass(frozen=True)
+class MissingFile(SpecIssue):
+    """A file the spec names that does not exist (yet): an error or a note, as the caller
+    asks (``load_file(..., require_files=)``)."""
 
 
 def named(cluster: Cluster, base: Path) -> list[LocalFile]:
@@ -107,50 +114,51 @@ def resolved(cluster: Cluster, base: Path) -> Cluster:
 
 
 def check(cluster: Cluster, base: Path) -> tuple[list[SpecIssue], list[SpecIssue]]:
-    """``(problems, missing)``: issues with files that exist, and files that do not."""
+    """``(problems, missing)``: issues with files that exist, and files that do not (each a
+    ``MissingFile``)."""
     problems: list[SpecIssue] = []
     missing: list[SpecIssue] = []
     needs_pub = isinstance(cluster.spec.provider, NspawnProvider)
     for f in named(cluster, base):
-        for issue, is_missing in _check_one(f, base, needs_pub):
-            (missing if is_missing else problems).append(issue)
+        for issue in _check_one(f, base, needs_pub):
+            (missing if isinstance(issue, MissingFile) else problems).append(issue)
     return problems, missing
 
 
-def _check_one(f: LocalFile, base: Path, needs_pub: bool) -> Iterator[tuple[SpecIssue, bool]]:
+def _check_one(f: LocalFile, base: Path, needs_pub: bool) -> Iterator[SpecIssue]:
     where = _shown_path(f.resolved)
     try:
         st = os.stat(f.resolved)
     except FileNotFoundError:
-        yield SpecIssue(f.field, f"{where} does not exist", _missing_hint(f, base)), True
+        yield MissingFile(f.field, f"{where} does not exist", _missing_hint(f, base))
         return
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         yield SpecIssue(f.field, f"cannot read {where}: {why}", "fix the path or its "
-                        "permissions"), False
+                        "permissions")
         return
     if f.kind == "artifacts":
         yield from _artifacts(f, where, st)
         return
     if not stat.S_ISREG(st.st_mode):
-        yield SpecIssue(f.field, f"{where} is not a regular file", _file_hint(f)), False
+        yield SpecIssue(f.field, f"{where} is not a regular file", _file_hint(f))
         return
     try:
         with open(f.resolved, "rb") as fh:
             data = fh.read(_MAX_READ + 1)
     except OSError as exc:
         yield SpecIssue(f.field, f"cannot read {where}: {exc.strerror}",
-                        "make it readable by the user running provisioner"), False
+                        "make it readable by the user running provisioner")
         return
     problem = _content_problem(f.kind, data)
     if problem is not None:
-        yield SpecIssue(f.field, f"{where} {problem}", _file_hint(f)), False
+        yield SpecIssue(f.field, f"{where} {problem}", _file_hint(f))
     elif f.kind == "ssh-key" and needs_pub:
         pub = f.resolved.with_name(f.resolved.name + ".pub")
         if not pub.exists():
-            yield SpecIssue(f.field, f"{_shown_path(pub)} (the public half) does not "
-                            "exist: the nspawn provider installs it on the machines",
-                            f"write it with `ssh-keygen -y -f {f.resolved} > {pub}`"), True
+            yield MissingFile(f.field, f"{_shown_path(pub)} (the public half) does not "
+                              "exist: the nspawn provider installs it on the machines",
+                              f"write it with `ssh-keygen -y -f {f.resolved} > {pub}`")
 
 
 def _content_problem(kind: Kind, data: bytes) -> str | None:
@@ -187,22 +195,20 @@ def _pem_problem(data: bytes) -> str | None:
     return None
 
 
-def _artifacts(f: LocalFile, where: str, st: os.stat_result
-               ) -> Iterator[tuple[SpecIssue, bool]]:
+def _artifacts(f: LocalFile, where: str, st: os.stat_result) -> Iterator[SpecIssue]:
     if stat.S_ISDIR(st.st_mode):
         return
     if not stat.S_ISREG(st.st_mode):
-        yield SpecIssue(f.field, f"{where} is neither a directory nor a file", _file_hint(f)), \
-            False
+        yield SpecIssue(f.field, f"{where} is neither a directory nor a file", _file_hint(f))
         return
     try:
         is_tar = tarfile.is_tarfile(f.resolved)
     except OSError as exc:
         yield SpecIssue(f.field, f"cannot read {where}: {exc.strerror}",
-                        "make it readable by the user running provisioner"), False
+                        "make it readable by the user running provisioner")
         return
     if not is_tar:
-        yield SpecIssue(f.field, f"{where} is a file but not a tar bundle", _file_hint(f)), False
+        yield SpecIssue(f.field, f"{where} is a file but not a tar bundle", _file_hint(f))
 
 
 def _file_hint(f: LocalFile) -> str:
