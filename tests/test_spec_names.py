@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from provisioner.spec import SpecError, parse
-from provisioner.spec.names import dns_name_problem, host_port_problem, san_problem, url_problem
+from provisioner.spec.names import (
+    dns_name_problem,
+    host_port_problem,
+    san_problem,
+    ssh_user_problem,
+    url_problem,
+)
 
 HEAD = "apiVersion: provisioner.dev/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n"
 
@@ -23,7 +29,13 @@ def test_dns_names_accepted(name: str) -> None:
     (".".join(["a" * 63] * 4) + ".bb", "is 258 characters long; a DNS name has at most 253"),
     ("10.0.0.300", "looks like an IP address but is not a valid one"),
     ("1.2.3", "looks like an IP address but is not a valid one"),
-    ("fd00::1", "looks like an IP address but is not a valid one"),
+    ("999.1.1.1", "looks like an IP address but is not a valid one"),
+    ("010.0.0.1", "looks like an IP address but is not a valid one"),
+    # A valid address is one, just not a name: the fix is a DNS name, not a better address.
+    ("1.2.3.4", "is an IP address, not a DNS name"),
+    ("fd00::1", "is an IP address, not a DNS name"),
+    ("[fd00::1]", "is an IP address, not a DNS name"),
+    ("123", "is all digits, which a host name cannot be"),
     ("host.123", "ends in an all-numeric label"),
     ("a..b", "has an empty label"),
     ("a.b.", "has an empty label"),
@@ -88,22 +100,43 @@ def _issues(body: str) -> list[str]:
     return [str(i) for i in info.value.issues]
 
 
-@pytest.mark.parametrize("user", ["root", "debian", "_svc", "a-b_c", "machine$", "a" * 32])
-def test_posix_ssh_users_accepted(user: str) -> None:
+@pytest.mark.parametrize("user", ["root", "debian", "_svc", "a-b_c", "a.b_c-d", "Root",
+                                  "Admin.User", "1abc", "svc-", "a" * 32])
+def test_posix_portable_ssh_users_accepted(user: str) -> None:
     cluster = parse(HEAD + f"  provider: {{type: nspawn}}\n  ssh: {{user: '{user}'}}\n")
     assert cluster.spec.ssh.user == user
 
 
-@pytest.mark.parametrize("user", ["-oProxyCommand=touch /tmp/x", "Root", "1abc", "a b",
-                                  "a" * 33, "a$b", "root\n", "", "é"])
-def test_ssh_users_refused(user: str) -> None:
+@pytest.mark.parametrize(("user", "problem"), [
+    ("-oProxyCommand=touch /tmp/x", "contains a space"),
+    ("-oProxyCommand=sh", "starts with '-' (ssh would read it as an option)"),
+    ("-l", "starts with '-'"),
+    ("a b", "contains a space"),
+    ("root\n", "has spaces around it"),
+    ("a" * 33, "is 33 characters long; a user name has at most 32"),
+    ("", "is empty"),
+    ("machine$", "has '$', which a portable user name cannot contain"),
+    ("a$b", "has '$'"),
+    ("root@evil", "has '@'"),
+    ("root:0", "has ':'"),
+    ("../etc", "has '/'"),
+    ("é", "has 'é'"),
+    ("1000", "is all digits, which reads as a user id"),
+    ("..", "is a path component"),
+])
+def test_ssh_users_refused(user: str, problem: str) -> None:
+    assert (ssh_user_problem(user) or "").startswith(problem), ssh_user_problem(user)
     text = user.replace("\n", "\\n")
     for body in (f'  provider: {{type: nspawn}}\n  ssh: {{user: "{text}"}}\n',
                  '  provider: {type: static}\n  ssh: {privateKeyFile: /k}\n  hosts:\n'
                  f'    - {{name: n, address: 10.0.0.1, ssh: {{user: "{text}"}}}}\n'):
         issues = _issues(body)
         assert len(issues) == 1
-        assert "is not a valid user name (fix: use at most 32 lowercase letters" in issues[0]
+        assert f"is not a valid user name: it {problem}" in issues[0], issues[0]
+        # The hint states the rule the check applies.
+        assert issues[0].endswith(
+            "(fix: use at most 32 letters, digits, '.', '_' and '-', not starting with '-' "
+            "and not all digits (a POSIX portable user name, e.g. root or debian))"), issues[0]
         assert issues[0].startswith(("spec.ssh.user:", "spec.hosts[0].ssh.user:"))
 
 

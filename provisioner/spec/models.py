@@ -19,20 +19,18 @@ from pydantic_core import PydanticCustomError
 
 from provisioner.spec.errors import shown
 from provisioner.spec.names import (
+    MAX_USER,
     dns_name_problem,
     host_port_problem,
     is_ip,
     san_problem,
+    ssh_user_problem,
     url_problem,
 )
 
 API_VERSION = "provisioner.dev/v1alpha1"
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-# POSIX portable user names (useradd's default rule), as sshd and sudo take them. A name
-# starting with '-' would reach ssh as an option: this rule also keeps it out.
-_POSIX_USER = re.compile(r"[a-z_][a-z0-9_-]*\$?")
-_MAX_USER = 32
 # Generated machine names are "<cluster>-etcd5"; 20 leaves room in a 63-character label.
 MAX_CLUSTER_NAME = 20
 
@@ -123,12 +121,13 @@ def _cidr_text(value: object) -> object:
 
 
 def _ssh_user(value: str) -> str:
-    if len(value) > _MAX_USER or not _POSIX_USER.fullmatch(value):
+    problem = ssh_user_problem(value)
+    if problem is not None:
         raise _invalid(
             "ssh_user",
-            f"{shown(value)} is not a valid user name",
-            f"use at most {_MAX_USER} lowercase letters, digits, '_' and '-', starting with a "
-            "letter or '_' (POSIX user names, e.g. root or debian)",
+            f"{shown(value)} is not a valid user name: it {problem}",
+            f"use at most {MAX_USER} letters, digits, '.', '_' and '-', not starting with '-' "
+            "and not all digits (a POSIX portable user name, e.g. root or debian)",
         )
     return value
 
@@ -194,8 +193,8 @@ class SSH(Model):
     """How the controller reaches hosts over SSH."""
 
     user: SSHUser = Field(
-        "root", description="Login user (a POSIX user name); must be root or have password-less "
-        "sudo.")
+        "root", description="Login user (a POSIX portable user name); must be root or have "
+        "password-less sudo.")
     private_key_file: Path | None = Field(
         None,
         description="Private key for the login. Required for the static provider; the nspawn "
@@ -207,7 +206,7 @@ class SSH(Model):
 class HostSSH(Model):
     """Per-host SSH overrides."""
 
-    user: SSHUser | None = Field(None, description="Login user (a POSIX user name).")
+    user: SSHUser | None = Field(None, description="Login user (a POSIX portable user name).")
     private_key_file: Path | None = None
     port: Port | None = None
 

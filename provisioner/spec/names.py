@@ -1,10 +1,12 @@
-"""Host names, registry hosts and URLs as the spec takes them: what is wrong with one, in words.
+"""Host names, registry hosts, URLs and SSH users as the spec takes them: what is wrong with
+one, in words.
 
 Scope: the checks behind every field that names a host (registries, mirror endpoints, host
-aliases, extra SANs, the external load balancer, the cluster domain). Each function returns
-the problem as text (``None`` when the value is fine), so a field validator or a rule can put
-it in its message and add the fix that fits its field. The cluster is IPv4: IPv6 literals are
-recognised and refused with that reason, except as certificate SANs, which may name them.
+aliases, extra SANs, the external load balancer, the cluster domain) or an SSH login user.
+Each function returns the problem as text (``None`` when the value is fine), so a field
+validator or a rule can put it in its message and add the fix that fits its field. The
+cluster is IPv4: IPv6 literals are recognised and refused with that reason, except as
+certificate SANs, which may name them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ _LABEL_CHAR = re.compile(r"[-a-z0-9]")
 # endpoints are written into TOML strings and sources.list lines as they are.
 _URL_PATH = re.compile(r"(/[A-Za-z0-9._~!$&()*+,;=:@%/-]*)?")
 _QUOTES = "\"'`"
+# POSIX portable user names (POSIX.1, "User Name"): characters of the portable filename
+# set, not starting with '-'. shadow's useradd takes the same, and a trailing '$' for Samba
+# machine accounts, which is not portable, so not here. With no '-' first, space, '@', ':'
+# or '/', the name reaches ssh and Ansible as `USER@HOST` and never as an option.
+_USER_CHAR = re.compile(r"[A-Za-z0-9._-]")
+MAX_USER = 32  # utmp's ut_user field: the traditional Linux limit
 
 
 def is_ip(text: str) -> bool:
@@ -80,7 +88,9 @@ def dns_name_problem(name: str, *, wildcard: bool = False) -> str | None:
     if len(name) > MAX_NAME:
         return f"is {len(name)} characters long; a DNS name has at most {MAX_NAME}"
     labels = name.split(".")
-    if all(label.isdigit() for label in labels if label) or _ipv6(name):
+    if is_ip(name.removeprefix("[").removesuffix("]")):
+        return "is an IP address, not a DNS name"
+    if len(labels) > 1 and all(label.isdigit() for label in labels if label):
         return "looks like an IP address but is not a valid one"
     for label in labels:
         if not label:
@@ -96,7 +106,33 @@ def dns_name_problem(name: str, *, wildcard: bool = False) -> str | None:
                 return f"has a label that starts or ends with '-' ({shown(label, 24)})"
             return f"has {bad!r}, which host names cannot contain"
     if labels[-1].isdigit():
-        return "ends in an all-numeric label, which a host name cannot"
+        return ("is all digits, which a host name cannot be" if len(labels) == 1
+                else "ends in an all-numeric label, which a host name cannot")
+    return None
+
+
+def ssh_user_problem(user: str) -> str | None:
+    """What is wrong with ``user`` as an SSH login (a POSIX portable user name), or None.
+
+    At most 32 of ``A-Z a-z 0-9 . _ -``, not starting with '-'; not all digits (chown and
+    sudo would read a user id) and not ``.`` or ``..``, which useradd refuses too.
+    """
+    problem = text_problem(user)
+    if problem is not None:
+        return problem
+    if not user:
+        return "is empty"
+    if len(user) > MAX_USER:
+        return f"is {len(user)} characters long; a user name has at most {MAX_USER}"
+    if user.startswith("-"):
+        return "starts with '-' (ssh would read it as an option)"
+    bad = next((c for c in user if not _USER_CHAR.fullmatch(c)), None)
+    if bad is not None:
+        return f"has {bad!r}, which a portable user name cannot contain"
+    if user.isdigit():
+        return "is all digits, which reads as a user id"
+    if user in (".", ".."):
+        return "is a path component ('.' or '..'), not a name"
     return None
 
 
