@@ -2,24 +2,32 @@
 recorded by ``--trust-on-first-use``; a changed key is refused before anything is copied.
 
 Runs paramiko against the tiny in-process SSH server of tests/test_verify.py (real SSH on
-loopback; no test double of the protocol)."""
+loopback; no test double of the protocol), and ``provisioner provision`` end to end against
+one here that records every request a client makes of it, on this machine's own address (a
+static host cannot be a loopback address)."""
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import replace
-from ipaddress import IPv4Address
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Any
 
 import paramiko
 import pytest
+from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_SUCCEEDED
+from typer.testing import CliRunner
 
 from provisioner import provision as provision_mod
+from provisioner.cli import app
 from provisioner.plan import Plan, build_plan
 from provisioner.providers.reach import known_hosts_files
 from provisioner.providers.ssh import known_hosts_args, known_hosts_option
-from provisioner.provision import pinned_ssh_args
+from provisioner.provision import last_summary, pinned_ssh_args
 from provisioner.render.runner import envvars
 from provisioner.spec import parse
 from provisioner.verify.ssh import (
@@ -164,3 +172,171 @@ def test_provision_refuses_untrusted_host_keys_before_any_phase(
         provision_mod._survey(plan, tmp_path / "s", tree, plan.phases, {}, MismatchDouble())
     assert "not trusted; nothing was changed" in str(err.value)
     assert "idt-cp1: host key differs" in str(err.value)
+
+
+# --- provision end to end: a static host whose host key changed ----------------------------
+
+
+@dataclass
+class Requests:
+    """What clients asked of the recording SSH server."""
+
+    connections: int = 0
+    logins: list[str] = field(default_factory=list)  # users that tried to authenticate
+    channels: list[str] = field(default_factory=list)
+    commands: list[bytes] = field(default_factory=list)
+    subsystems: list[str] = field(default_factory=list)  # sftp (scp is a command)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _RecordingServer(paramiko.ServerInterface):
+    """Lets root in with one key and records every request; a command gets exit status 1
+    and no output, so a client that got this far fails fast instead of hanging."""
+
+    def __init__(self, allowed: paramiko.PKey, seen: Requests) -> None:
+        self.allowed, self.seen = allowed, seen
+        self.event = threading.Event()
+
+    def _note(self, what: list[Any], item: object) -> None:
+        with self.seen.lock:
+            what.append(item)
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_none(self, username: str) -> int:
+        self._note(self.seen.logins, username)
+        return AUTH_FAILED
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        self._note(self.seen.logins, username)
+        ok = username == "root" and key.asbytes() == self.allowed.asbytes()
+        return AUTH_SUCCESSFUL if ok else AUTH_FAILED
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        self._note(self.seen.channels, kind)
+        return OPEN_SUCCEEDED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        self._note(self.seen.commands, command)
+        self.event.set()
+        return True
+
+    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        self._note(self.seen.subsystems, name)
+        self.event.set()
+        return False
+
+
+def _own_address() -> str | None:
+    """This machine's address on its default route: a static host must not be loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # a route lookup only: UDP connect sends nothing
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if ip_address(address).is_loopback else address
+
+
+@pytest.fixture
+def recording_server(tmp_path: Path) -> Iterator[tuple[str, int, paramiko.PKey, Requests,
+                                                       Path]]:
+    """(address, port, host key, requests, client key file) of an SSH server on this
+    machine's own address, for as long as the test runs."""
+    address = _own_address()
+    if address is None:
+        pytest.skip("no non-loopback IPv4 address to serve a static host on")
+    host_key = paramiko.ECDSAKey.generate()
+    state, client_key = _ssh_state(tmp_path)
+    seen = Requests()
+    listener = socket.create_server((address, 0))
+    port: int = listener.getsockname()[1]
+
+    def handle(conn: socket.socket) -> None:
+        transport = paramiko.Transport(conn)
+        transport.add_server_key(host_key)
+        server = _RecordingServer(client_key, seen)
+        try:
+            transport.start_server(server=server)
+            chan = transport.accept(5)
+            if chan is not None:
+                server.event.wait(5)
+                chan.send_exit_status(1)
+                chan.close()
+        except (paramiko.SSHException, OSError, EOFError):
+            pass  # a client that refused the host key hung up
+        finally:
+            transport.close()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed at the end of the test
+                return
+            with seen.lock:
+                seen.connections += 1
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield address, port, host_key, seen, state / "ssh" / "id_ed25519"
+    finally:
+        listener.close()
+
+
+def _network_not_holding(address: str) -> str:
+    """A pod and service CIDR pair that does not hold ``address`` (the spec refuses that)."""
+    for pods, services in (("10.244.0.0/16", "10.96.0.0/12"),
+                           ("172.30.0.0/16", "172.31.0.0/16")):
+        if not any(ip_address(address) in IPv4Network(n) for n in (pods, services)):
+            return f"  network: {{podCIDR: {pods}, serviceCIDR: {services}}}\n"
+    raise AssertionError(address)
+
+
+def test_a_static_host_whose_host_key_changed_is_refused_before_anything_is_copied(
+        tmp_path: Path, home: Path,
+        recording_server: tuple[str, int, paramiko.PKey, Requests, Path]) -> None:
+    address, port, host_key, seen, key = recording_server
+    # The user logged in before; the host now presents another key (reinstalled, or a man
+    # in the middle). Its address and port are right: only the key differs.
+    old = paramiko.ECDSAKey.generate()
+    (home / ".ssh" / "known_hosts").write_text(
+        f"[{address}]:{port} {old.get_name()} {old.get_base64()}\n")
+    # preflight and os copy files to the host but install no artifacts: the (empty) local
+    # source is never read, and nothing is downloaded.
+    (tmp_path / "artifacts").mkdir()
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(
+        "apiVersion: provisioner.dev/v1alpha1\nkind: Cluster\nmetadata: {name: st}\nspec:\n"
+        "  provider: {type: static}\n"
+        f"  ssh: {{user: root, port: {port}, privateKeyFile: {key}}}\n"
+        f"  hosts:\n    - {{name: st-cp1, address: {address}}}\n"
+        "  controlPlane: {hosts: [st-cp1]}\n"
+        "  artifacts: {source: local, path: artifacts}\n" + _network_not_holding(address))
+    state_root = tmp_path / "provisioner-state"
+    result = CliRunner().invoke(app, ["provision", str(spec), "--only", "preflight,os",
+                                      "--state-dir", str(state_root)])
+
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert "SSH host keys are not trusted; nothing was changed" in out, out
+    assert f"st-cp1: root@{address}:{port}: host key differs from the one pinned in" in out, out
+    assert str(home / ".ssh" / "known_hosts") in out
+    assert f"ssh-keygen -R {address}" in out and "man-in-the-middle" in out
+    # The controller reached the host, saw its key and went no further: no login, no
+    # session, no command (not even the survey's read-only probe), no sftp.
+    with seen.lock:
+        assert seen.connections >= 1
+        assert (seen.logins, seen.channels, seen.commands, seen.subsystems) == ([], [], [], [])
+    # No phase ran: a run directory (events, Ansible's artifacts, the summary) is made only
+    # after the survey passes.
+    cluster = state_root / "clusters" / "st"
+    assert cluster.is_dir()  # rendered, so the refusal came at the survey
+    assert not (cluster / "runs").exists()
+    assert last_summary(cluster) is None
+    # The key the host presents was not recorded anywhere.
+    assert host_key.get_base64() not in (home / ".ssh" / "known_hosts").read_text()
+    assert not (cluster / "ssh" / "known_hosts").exists() or (
+        host_key.get_base64() not in (cluster / "ssh" / "known_hosts").read_text())
