@@ -16,9 +16,11 @@ import typer
 from provisioner import __version__
 from provisioner.cli_artifacts import app as artifacts_app
 from provisioner.cli_encryption import app as encryption_app
+from provisioner.cli_etcd import app as etcd_app
 from provisioner.cli_machines import app as machines_app
 from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.cli_provision import app as provision_app
+from provisioner.cli_reset import app as reset_app
 from provisioner.cli_vagrant import app as vagrant_app
 from provisioner.cli_verify import app as verify_app
 from provisioner.cli_verify import smoke_app
@@ -210,8 +212,10 @@ app.add_typer(machines_app, name="machines", help="A spec's nspawn nodes or Vagr
 app.add_typer(artifacts_app, name="artifacts", help="Download, verify and bundle binaries.")
 app.add_typer(vagrant_app, name="vagrant")
 app.add_typer(encryption_app, name="encryption-key")
+app.add_typer(etcd_app, name="etcd")
 # provision and status are top-level commands defined beside the provision flow.
 app.registered_commands += provision_app.registered_commands
+app.registered_commands += reset_app.registered_commands
 app.registered_commands += verify_app.registered_commands
 app.registered_commands += smoke_app.registered_commands
 
