@@ -15,6 +15,7 @@ import typer
 
 from provisioner import __version__
 from provisioner.cli_artifacts import app as artifacts_app
+from provisioner.cli_certs import app as certs_app
 from provisioner.cli_encryption import app as encryption_app
 from provisioner.cli_etcd import app as etcd_app
 from provisioner.cli_machines import app as machines_app
@@ -213,6 +214,7 @@ app.add_typer(artifacts_app, name="artifacts", help="Download, verify and bundle
 app.add_typer(vagrant_app, name="vagrant")
 app.add_typer(encryption_app, name="encryption-key")
 app.add_typer(etcd_app, name="etcd")
+app.add_typer(certs_app, name="certs")
 # provision and status are top-level commands defined beside the provision flow.
 app.registered_commands += provision_app.registered_commands
 app.registered_commands += reset_app.registered_commands

@@ -32,6 +32,7 @@ from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_SUCCEEDED
 from typer.testing import CliRunner
 
 from provisioner import cli_verify
+from provisioner.certs_check import MARK, READ_ARGV0
 from provisioner.pki import ensure_pki
 from provisioner.pki.certs import cert_pem, issue_ca, issue_leaf, key_pem, new_key
 from provisioner.pki.model import CARequest, CertRequest
@@ -72,6 +73,9 @@ spec:
 """
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+# What FakeSsh serves for every certificate file a host is asked for (cert-expiry).
+HOST_CERT = cert_pem(issue_ca(CARequest("ca", "host-ca"), new_key(), 365,
+                              NOW - dt.timedelta(days=1))).decode()
 
 
 def make_plan(text: str = SPEC) -> Plan:
@@ -264,6 +268,9 @@ class FakeSsh:
                               "Result=exit-code", "ExecMainStatus=1"]
             return CommandResult(0, "\n".join(lines) + "\n", "")
         argv = shlex.split(command)
+        if argv[:2] == ["sh", "-c"] and argv[3:4] == [READ_ARGV0]:  # cert-expiry
+            return CommandResult(0, "".join(f"{MARK} file {p}\n{HOST_CERT}" for p in argv[4:]),
+                                 "")
         if argv[0] == "curl":
             return self._curl(argv[-1])
         if argv[0] == "python3":
@@ -373,7 +380,7 @@ def test_only_selects_and_rejects_unknown(plan: Plan, state: Path) -> None:
 def test_check_names_are_the_documented_ids() -> None:
     assert check_names() == (
         "ssh", "units", "etcd-health", "etcd-leader", "etcd-cert-expiry",
-        "apiserver-cert-expiry", "apiserver-livez-lb", "apiserver-readyz-lb",
+        "apiserver-cert-expiry", "cert-expiry", "apiserver-livez-lb", "apiserver-readyz-lb",
         "apiserver-livez-node", "apiserver-readyz-node", "scheduler-health",
         "scheduler-leader", "controller-manager-health", "controller-manager-leader",
         "nodes-registered", "nodes-ready", "coredns-resolves", "smoke-deployment",

@@ -51,6 +51,8 @@ CHECKS: tuple[Check, ...] = (
           certs.etcd_expiry),
     Check("apiserver-cert-expiry", "apiserver and cluster CA certificates valid beyond 30 days",
           cluster_target, certs.apiserver_expiry),
+    Check("cert-expiry", "certificates installed on each host valid beyond 30 days",
+          all_hosts, certs.host_expiry),
     Check("apiserver-livez-lb", "apiserver /livez through the load balancer",
           apiserver.lb_targets, apiserver.livez_lb),
     Check("apiserver-readyz-lb", "apiserver /readyz through the load balancer",

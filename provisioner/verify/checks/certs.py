@@ -1,4 +1,5 @@
-"""Certificate expiry: the cluster PKI in the state directory, per area (etcd, apiserver).
+"""Certificate expiry: the cluster PKI in the state directory, per area (etcd, apiserver),
+and the certificates installed on each host (``cert-expiry``).
 
 A certificate expiring within ``WARN_DAYS`` warns; an expired, missing or unreadable one, or
 one not signed by its CA, fails. Evidence shows notAfter dates (never "N days left", which
@@ -9,10 +10,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from provisioner.certs_check import WARN_DAYS, CertInfo, Problem, host_cert_files, read_host
 from provisioner.pki import PkiError, load_certificate, verify_issued_by
 from provisioner.verify.model import Outcome, VerifyContext, fail, ok, warn
-
-WARN_DAYS = 30  # kubeadm's `certs check-expiration` also flags the last month
 
 RENEW_HINT = ("reissue it: `provisioner render FILE --out DIR` renews certificates that are "
               "missing, not signed by their CA or within 30 days of expiry in {pki}, then "
@@ -88,3 +88,44 @@ def etcd_expiry(ctx: VerifyContext, target: str) -> Outcome:
 def apiserver_expiry(ctx: VerifyContext, target: str) -> Outcome:
     """The cluster and front-proxy CAs, apiserver serving/client and admin certificates."""
     return expiry(ctx, _apiserver_names(ctx), "control-plane")
+
+
+def host_expiry(ctx: VerifyContext, target: str) -> Outcome:
+    """Every certificate the plan installs on the host (and the kubelet's rotated pair),
+    read there: what the services actually present, which may lag the state directory."""
+    files = ctx.memo.get("cert-files", lambda: host_cert_files(ctx.plan))[target]
+    certs, problems = read_host(ctx.ssh, ctx.host(target), files, ctx.timeout + 10)
+    return host_verdict(target, certs, problems, ctx)
+
+
+def host_verdict(target: str, certs: list[CertInfo], problems: list[Problem],
+                 ctx: VerifyContext) -> Outcome:
+    """fail: expired, not valid yet, or not read; warn: expiring within WARN_DAYS."""
+    bad: list[str] = []
+    soon: list[str] = []
+    hints: list[str] = []
+    for p in problems:
+        bad.append(f"{p.path or target}: {p.kind} ({p.detail})")
+        hints.append(p.hint)
+    ordered = sorted(certs, key=lambda c: (c.not_after, c.path))
+    for c in ordered:
+        status = c.status(ctx.now)
+        if status == "ok":
+            continue
+        if status == "expired":
+            bad.append(f"{c.path} on {target}: expired (notAfter {c.stamp})")
+        elif status == "not-yet-valid":
+            bad.append(f"{c.path} on {target}: not valid yet (clock skew?)")
+        else:
+            soon.append(f"{c.path} on {target}: notAfter {c.stamp}, within {WARN_DAYS} days")
+        hints.append(c.hint(ctx.state_dir))
+    hint = "; ".join(dict.fromkeys(hints))
+    if bad:
+        return fail("; ".join(bad + soon), hint)
+    if soon:
+        return warn("; ".join(soon), hint)
+    if not ordered:
+        return ok("no certificate files planned or found on this host")
+    first = ordered[0]
+    return ok(f"{len(ordered)} certificates valid beyond {WARN_DAYS} days; soonest: "
+              f"{first.path} notAfter {first.stamp}")
