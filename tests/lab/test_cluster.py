@@ -428,7 +428,7 @@ def _etcd_value_prefix(cluster: Cluster, key: str) -> str:
     return cluster.run("lab-cp1", f"etcdctl --endpoints=https://127.0.0.1:2379 "
                        f"--cacert={pki}/ca.crt --cert={pki}/healthcheck-client.crt "
                        f"--key={pki}/healthcheck-client.key get {key} --print-value-only "
-                       "| head -c 24")
+                       "| head -c 40 | tr -c '[:print:]' '.'")
 
 
 def test_encryption_key_rotation_keeps_every_secret(cluster: Cluster) -> None:
