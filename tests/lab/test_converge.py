@@ -195,19 +195,38 @@ def test_containerd_runs_a_local_image_everywhere(lab: Lab) -> None:
             name, "cat /etc/containerd/config.toml").stdout
 
 
+# A TLS test double for the apiserver (the control plane is not converged here): it answers
+# every GET, /readyz included, with its host name, presenting the cluster's apiserver
+# certificate, so haproxy's /readyz check over TLS (verified against the cluster CA) passes.
+FAKE_PEM = "/tmp/fake-apiserver.pem"
 FAKE_APISERVER = (
-    "import socket,socketserver\n"
-    "class H(socketserver.BaseRequestHandler):\n"
-    "    def handle(self): self.request.sendall(socket.gethostname().encode() + b'\\n')\n"
-    "socketserver.ThreadingTCPServer.allow_reuse_address = True\n"
-    f"socketserver.ThreadingTCPServer(('0.0.0.0', {APISERVER_PORT}), H).serve_forever()\n"
+    "import http.server,socket,ssl\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = socket.gethostname().encode() + b'\\n'\n"
+    "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers(); self.wfile.write(body)\n"
+    "    def log_message(self, *args): pass\n"
+    "http.server.ThreadingHTTPServer.allow_reuse_address = True\n"
+    f"srv = http.server.ThreadingHTTPServer(('0.0.0.0', {APISERVER_PORT}), H)\n"
+    "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+    f"ctx.load_cert_chain('{FAKE_PEM}')\n"
+    "srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n"
+    "srv.serve_forever()\n"
 )
 LB_PROBE = (
-    "import socket,sys\n"
+    "import socket,ssl\n"
+    "ctx = ssl.create_default_context(); ctx.check_hostname = False\n"
+    "ctx.verify_mode = ssl.CERT_NONE\n"
     "seen = []\n"
     "for _ in range(12):\n"
-    f"    s = socket.create_connection(('127.0.0.1', {LB_PORT}), timeout=5)\n"
-    "    seen.append(s.recv(100).decode().strip()); s.close()\n"
+    f"    raw = socket.create_connection(('127.0.0.1', {LB_PORT}), timeout=5)\n"
+    "    s = ctx.wrap_socket(raw); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); data = b''\n"
+    "    while True:\n"
+    "        chunk = s.recv(4096)\n"
+    "        if not chunk: break\n"
+    "        data += chunk\n"
+    "    s.close(); seen.append(data.split(b'\\r\\n\\r\\n', 1)[1].decode().strip())\n"
     "print(' '.join(seen))\n"
 )
 
@@ -219,13 +238,16 @@ def _lb_backends(lab: Lab, node: str) -> list[str]:
 
 def test_haproxy_spreads_and_survives_a_control_plane_node(lab: Lab) -> None:
     cps = [n for n in lab.nodes if "cp" in n]
-    # The control plane is not converged here (--only os..lb): a TCP test double on each node
-    # answers with its host name, which is all haproxy's tcp-check looks at.
+    # The control plane is not converged here (--only os..lb): a TLS test double on each node
+    # answers /readyz (haproxy's check) and every request with its host name.
+    pki = lab.state / "pki"
+    pem = (pki / "apiserver.crt").read_text() + (pki / "apiserver.key").read_text()
     for n in cps:
+        lab.run(n, f"umask 077; printf '%s' {shlex.quote(pem)} > {FAKE_PEM}")
         lab.run(n, "systemd-run --unit=fake-apiserver --collect python3 -c "
                 f"{shlex.quote(FAKE_APISERVER)}")
     try:
-        time.sleep(6)  # haproxy marks a backend up after 2 checks 2 s apart
+        time.sleep(6)  # haproxy marks a backend up after 2 checks 1 s apart
         seen = _lb_backends(lab, "lab-w1")
         assert set(seen) == set(cps), seen
         # Power the first control-plane node off (the whole machine, not just a service).
