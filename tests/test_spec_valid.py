@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.spec import Cluster, Machine, Role, load_file, machines, parse
+from provisioner.spec.models import Artifacts
 from provisioner.versions import manifest
 
 ROOT = Path(__file__).parent.parent
@@ -81,16 +82,24 @@ def test_static_named_control_plane_and_workers_by_default() -> None:
                                                  VALID.resolve() / "secrets/hub-password")
 
 
-def test_vagrant_offsets_and_mirror() -> None:
-    cluster = _load("03-vagrant-flannel-mirror.yaml")
+def test_vagrant_offsets_and_a_built_local_source() -> None:
+    cluster = _load("03-vagrant-flannel-built.yaml")
     assert _table(cluster) == [
         ("vm-cp1", "192.168.60.20", CP),
         ("vm-w1", "192.168.60.21", WORKER),
         ("vm-w2", "192.168.60.22", WORKER),
     ]
     assert cluster.spec.network.kube_proxy_mode == "ipvs"
-    # The trailing slash is dropped so paths can be joined with '/'.
-    assert cluster.spec.artifacts.mirror_url == "https://mirror.example.com/k8s"
+    assert cluster.spec.artifacts.source == "local"
+    assert cluster.spec.artifacts.path == VALID.resolve() / "artifacts/k8s-1.35.4"
+
+
+def test_mirror_url_drops_its_trailing_slash() -> None:
+    """So paths can be joined with '/'. (A mirror spec of a release with unpinned artifacts
+    is not valid: the model is checked on its own.)"""
+    art = Artifacts.model_validate({"source": "mirror",
+                                    "mirrorURL": "https://mirror.example.com/k8s/"})
+    assert art.mirror_url == "https://mirror.example.com/k8s"
 
 
 def test_five_control_plane_nodes_with_dedicated_etcd() -> None:

@@ -2,8 +2,11 @@
 
 Sources (``spec.artifacts.source``): ``online`` (official release URLs from
 ``versions/artifacts.yaml``), ``mirror`` (the same files at ``<mirrorURL>/<name>/<version>/
-<file>``) and ``local`` (a directory with ``manifest.json``, or a bundle tar). The executor
-calls ``fetch`` and hands ``artifacts_extravars`` to every playbook; roles install from it.
+<file>``) and ``local`` (a directory with ``manifest.json``, or a bundle tar). Online and
+mirror files must match the sha256 the packaged manifest pins (no source vouches for
+itself); an unpinned artifact comes only from a local source of built artifacts. The
+executor calls ``fetch`` and hands ``artifacts_extravars`` to every playbook; roles install
+from it.
 """
 
 from provisioner.artifacts.bundle import (

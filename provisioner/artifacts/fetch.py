@@ -1,12 +1,16 @@
 """Fetching artifacts to the controller: online, from a mirror, or from a local directory/bundle.
 
 Scope: one verified file per artifact on the controller, from the source the spec names.
-Downloads go to ``<cache_root>/<name>/<version>/<file>`` through a temp file that is renamed
-only after its sha256 matched, with a ``.sha256`` record beside it; a cached file whose hash
-still matches its record is used without any network access. The cache (bundles unpacked
-included) is a 0700 directory. A local source is verified on every fetch against its
-``manifest.json`` and the packaged manifest (pinned sha256, version, kind, install list; a
-built file against its build's manifest.json), and never replaced by a download.
+Downloads (online and mirror) are checked against the sha256 the packaged manifest pins and
+nothing else: a source's own checksum files are never trusted, so an artifact without a pin
+is refused before the cache or the network is consulted (only a built ``local`` source can
+provide it). Downloads go to ``<cache_root>/<name>/<version>/<file>`` through a temp file
+that is renamed only after its sha256 matched, with a ``.sha256`` record beside it; a cached
+file is used without any network access only while it still hashes to the pin. The cache
+(bundles unpacked included) is a 0700 directory. A local source is verified on every fetch
+against its ``manifest.json`` and the packaged manifest (pinned sha256, version, kind,
+install list; a built file against its build's manifest.json), and never replaced by a
+download.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from provisioner.artifacts.files import (
     write_atomic,
     write_tar,
 )
-from provisioner.artifacts.manifest import Manifest, default_manifest, needed
+from provisioner.artifacts.manifest import Manifest, default_manifest, needed, unpinned_problem
 from provisioner.artifacts.model import (
     KINDS,
     ArtifactError,
@@ -113,16 +117,31 @@ def fetch(
     """
     wanted = needed(plan) if names is None else tuple(dict.fromkeys(names))
     spec = plan.cluster.spec.artifacts
-    # Only this user may write what is verified here and shipped to hosts later.
-    cache_root = private_dir(Path(cache_root))
     man = manifest if manifest is not None else default_manifest()
     releases = [man.release_for(n, plan) for n in wanted]
+    if spec.source != "local":
+        # Every unpinned artifact at once, before the cache or the network is touched (and,
+        # in `provision`, before the survey or any playbook reaches a host).
+        problem = unpinned_problem(man, spec.source, wanted, plan.version, plan.release)
+        if problem is not None:
+            raise ArtifactError(f"artifacts.source: {problem[0]}. Fix: {problem[1]}")
+    # Only this user may write what is verified here and shipped to hosts later.
+    cache_root = private_dir(Path(cache_root))
     if spec.source == "local":
         if spec.path is None:
             raise ArtifactError("artifacts.source local needs artifacts.path")
         path = spec.path if spec.path.is_absolute() else spec_dir / spec.path
-        return fetch_local(local_root(path, cache_root), wanted,
-                           {r.name: r for r in releases})
+        root = local_root(path, cache_root)
+        try:
+            return fetch_local(root, wanted, {r.name: r for r in releases})
+        except ArtifactError as exc:
+            if root == path:
+                raise
+            # An unpacked bundle is verified on every fetch like a directory; one that no
+            # longer verifies is dropped, so the next run unpacks the bundle itself again.
+            shutil.rmtree(root, ignore_errors=True)
+            raise ArtifactError(f"{exc} (in {root}, the controller's unpacked copy of {path}: "
+                                "removed, the next run unpacks the bundle again)") from None
     if spec.source == "mirror":
         if spec.mirror_url is None:
             raise ArtifactError("artifacts.source mirror needs artifacts.mirrorURL")
@@ -172,10 +191,10 @@ def _what(rel: Release) -> str:
 
 def _ensure(rel: Release, path: Path, http: _Http, mirror: str | None) -> str:
     """The sha256 of a verified ``path``, downloading it first unless the cache holds it."""
-    if mirror is not None and rel.sha256 is None and rel.kind != "deb":
+    if rel.sha256 is None and rel.kind != "deb":
         # Refused before the cache is consulted: the cache is shared, and a copy fetched
-        # once on a mirror's own checksum must not count as verified.
-        raise ArtifactError(_unpinned_mirror(rel))
+        # once on a source's own checksum (as older releases did) must not count as verified.
+        raise ArtifactError(_unpinned(rel, http.source))
     hit = _cache_hit(path, rel.sha256)
     # A deb tar has no pinned hash of its own: it is current only if it holds exactly the
     # packages the manifest lists now (the dependency list can change within one version).
@@ -190,7 +209,8 @@ def _ensure(rel: Release, path: Path, http: _Http, mirror: str | None) -> str:
         sha = _build_debs(rel, path, http)
     else:
         assert rel.url is not None  # the manifest requires a url for non-deb kinds
-        sha = _download(http.rewrite(rel.url), path, _expected_online(rel, http), _what(rel), http)
+        assert rel.sha256 is not None  # refused above
+        sha = _download(http.rewrite(rel.url), path, rel.sha256, _what(rel), http)
     write_atomic(record_path(path), record_text(sha, path.name).encode())
     return sha
 
@@ -208,36 +228,16 @@ def _cache_hit(path: Path, want: str | None) -> str | None:
     return recorded if sha256_file_cached(path, hash_cache()) == recorded else None
 
 
-def _expected_online(rel: Release, http: _Http) -> str:
-    if rel.sha256 is not None:
-        return rel.sha256
-    if rel.checksum_url is None:
-        raise ArtifactError(
-            f"{_what(rel)}: no sha256 is recorded for this version and the project publishes no "
-            "checksum file, so the download cannot be verified. Fix: add the sha256 of a "
-            "verified download to provisioner/versions/artifacts.yaml, pick a pinned version "
-            "that has one, or " + OFFLINE_FIX
-        )
-    url = http.rewrite(rel.checksum_url)
-    text = _get_text(url, _what(rel), http)
-    assert text is not None  # _get_text only returns None when missing_ok
-    sha = parse_checksum_file(text, rel.file)
-    if sha is None:
-        raise ArtifactError(
-            f"{_what(rel)}: the checksum file {url} has no sha256 for {rel.file}. Fix: record "
-            "the sha256 in provisioner/versions/artifacts.yaml"
-        )
-    return sha
-
-
-def _unpinned_mirror(rel: Release) -> str:
-    # A mirror cannot vouch for its own files: a `.sha256` beside a tampered binary would
-    # match it. Only the packaged manifest's pins count.
+def _unpinned(rel: Release, source: str) -> str:
+    # A source cannot vouch for its own files: a `.sha256` beside a tampered binary (on a
+    # mirror, or upstream's release page) would match it. Only the packaged manifest's pins
+    # count. `validate` refuses such a spec already (spec rule artifacts_pinned); this is
+    # the same refusal for callers that fetch without one.
     return (f"{_what(rel)}: no sha256 is pinned for this version in the packaged manifest "
-            "(provisioner/versions/artifacts.yaml), and a mirror's own checksum files are "
-            "never trusted. Fix: pin the official sha256 there, or use `artifacts.source: "
-            "local` with a source made by `provisioner artifacts build` (built from pinned "
-            "source) or `provisioner artifacts bundle` (downloaded from upstream and verified)")
+            f"(provisioner/versions/artifacts.yaml), and the {source} source's own checksums "
+            "are never trusted. Fix: use `artifacts.source: local` with a source made by "
+            "`provisioner artifacts build` (built from pinned source), or pin the official "
+            "sha256 there")
 
 
 def _fetch_from_mirror(rel: Release, url: str, path: Path, http: _Http) -> str:
@@ -253,8 +253,7 @@ def _fetch_from_mirror(rel: Release, url: str, path: Path, http: _Http) -> str:
         sha = _download(http.rewrite(url), path, published, _what(rel), http,
                         check=lambda tmp: _check_debs(rel, tmp, url))
         return sha
-    if expected is None:
-        raise ArtifactError(_unpinned_mirror(rel))
+    assert expected is not None  # refused by _ensure
     return _download(http.rewrite(url), path, expected, _what(rel), http)
 
 

@@ -1,14 +1,16 @@
-"""The artifact manifest (``versions/artifacts.yaml``): URLs, checksums and install layout.
+"""The artifact manifest (``versions/artifacts.yaml``): URLs, pinned sha256s, install layout.
 
-Scope: parsing and validating the manifest, and turning an entry plus a version into a
-``Release`` with every template filled. Which version an artifact gets comes from the plan
-(``kubernetes.yaml`` pins); tests build a ``Manifest`` from a dict pointing at a local server.
+Scope: parsing and validating the manifest, turning an entry plus a version into a
+``Release`` with every template filled, and saying which releases no pinned sha256 vouches
+for. Which version an artifact gets comes from ``kubernetes.yaml`` (through the plan, or a
+Kubernetes version and its minor for spec rules); tests build a ``Manifest`` from a dict
+pointing at a local server.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -18,6 +20,8 @@ import yaml
 
 from provisioner.artifacts.model import KINDS, ArtifactError, DebFile, InstallItem, Kind, Release
 from provisioner.plan.model import Plan
+from provisioner.versions import manifest as versions
+from provisioner.versions.manifest import MinorRelease
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # The cluster's own Kubernetes version rather than a component pin from kubernetes.yaml.
@@ -44,7 +48,6 @@ class Entry:
     directory: str
     file: str
     url: str | None
-    checksum_url: str | None
     sha256: Mapping[str, str]
     install: tuple[InstallItem, ...]
     debs: tuple[DebFile, ...]
@@ -65,7 +68,6 @@ class Entry:
             file=file,
             url=fill(self.url) if self.url else None,
             sha256=self.sha256.get(version),
-            checksum_url=fill(self.checksum_url) if self.checksum_url else None,
             install=tuple(InstallItem(fill(i.member), i.dest, i.mode) for i in self.install),
             debs=self.debs,
             build_recipe=self.build.recipe if self.build is not None else None,
@@ -103,23 +105,73 @@ class Manifest:
 
     def pinned_version(self, name: str, plan: Plan) -> str:
         """The version of ``name`` that ``plan`` wants."""
+        return self.version_at(name, plan.version, plan.release)
+
+    def version_at(self, name: str, kubernetes: str, release: MinorRelease) -> str:
+        """The version of ``name`` in a cluster of Kubernetes ``kubernetes`` (of ``release``)."""
         e = self.entry(name)
         if e.version is not None:
             return e.version
         if e.version_from == KUBERNETES:
-            return plan.version
+            return kubernetes
         assert e.version_from is not None  # _entry guarantees one of the two
         try:
-            return plan.release.component(e.version_from)
+            return release.component(e.version_from)
         except KeyError:
             raise ArtifactError(
                 f"artifact {name}: kubernetes.yaml pins no {e.version_from!r} for Kubernetes "
-                f"{plan.minor}; add it to provisioner/versions/kubernetes.yaml"
+                f"{release.minor}; add it to provisioner/versions/kubernetes.yaml"
             ) from None
 
     def release_for(self, name: str, plan: Plan) -> Release:
         """``name`` at the version ``plan`` pins."""
         return self.entry(name).release(self.pinned_version(name, plan))
+
+    def unpinned(self, names: Iterable[str], kubernetes: str,
+                 release: MinorRelease) -> tuple[Release, ...]:
+        """The releases of ``names`` (at Kubernetes ``kubernetes``) that no pinned sha256
+        vouches for: only a ``local`` source of built artifacts can provide them.
+
+        A ``deb`` artifact is never among them: each package inside is pinned.
+        """
+        out = []
+        for name in dict.fromkeys(names):
+            rel = self.entry(name).release(self.version_at(name, kubernetes, release))
+            if rel.kind != "deb" and rel.sha256 is None:
+                out.append(rel)
+        return tuple(out)
+
+    def fully_pinned(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The supported Kubernetes versions at which every one of ``names`` is pinned."""
+        wanted = tuple(names)
+        return tuple(v for v in versions.supported_versions()
+                     if not self.unpinned(wanted, v, versions.release_for(v)))
+
+
+def unpinned_problem(man: Manifest, source: str, names: Iterable[str], kubernetes: str,
+                     release: MinorRelease) -> tuple[str, str] | None:
+    """What is wrong and the fix, when ``source`` (online or mirror) would need an artifact
+    of ``names`` that no pinned sha256 vouches for; None when every one is pinned.
+
+    One wording wherever this is checked (``fetch``; a spec rule, for ``validate``), kept
+    within one issue line of a spec error (``spec.errors.ISSUE_CHARS``): artifacts are
+    grouped by version, the cluster's own Kubernetes binaries first.
+    """
+    wanted = tuple(dict.fromkeys(names))
+    missing = man.unpinned(wanted, kubernetes, release)
+    if not missing:
+        return None
+    by_version: dict[str, list[str]] = {kubernetes: []}
+    for rel in missing:
+        by_version.setdefault(rel.version, []).append(rel.name)
+    listed = "; ".join(", ".join(n) + ("" if v == kubernetes else f" {v}")
+                       for v, n in by_version.items() if n)
+    full = man.fully_pinned(wanted)
+    others = (f"or a fully pinned release: {', '.join(full)}" if full
+              else "no release is fully pinned yet")
+    return (f"{source!r} trusts only sha256s pinned in the packaged manifest; unpinned in "
+            f"Kubernetes {kubernetes}: {listed}",
+            f"`artifacts.source: local` from `provisioner artifacts build FILE`; {others}")
 
 
 @cache
@@ -163,6 +215,12 @@ def _entry(name: str, item: Any, done: Mapping[str, Entry]) -> Entry:
             raise ArtifactError(f"artifact manifest: {name} {label}: {value!r} is not a sha256")
     if kind == "deb" and not debs:
         raise ArtifactError(f"artifact manifest: {name}: kind deb needs a debs list")
+    if "checksum_url" in item:
+        # A project's checksum file comes from the same place as the file it vouches for:
+        # whoever can replace one can replace the other. Only pinned values count.
+        raise ArtifactError(
+            f"artifact manifest: {name}: checksum_url is not read (a source never vouches "
+            "for its own files); pin the official sha256 under sha256 instead")
     url = item.get("url", base.url if base else None)
     if kind != "deb" and not url:
         raise ArtifactError(f"artifact manifest: {name}: url missing")
@@ -186,7 +244,6 @@ def _entry(name: str, item: Any, done: Mapping[str, Entry]) -> Entry:
         directory=base.directory if base else name,
         file=str(item.get("file", base.file if base else "")),
         url=None if url is None else str(url),
-        checksum_url=item.get("checksum_url", base.checksum_url if base else None),
         sha256=sha256,
         install=install,
         debs=debs if base is None else base.debs,

@@ -70,7 +70,8 @@ class Release:
     file: str
     url: str | None
     sha256: str | None
-    checksum_url: str | None
+    """The sha256 the packaged manifest pins for this version, or None: then only a built
+    copy (a ``local`` source of ``artifacts build``) can be installed."""
     install: tuple[InstallItem, ...]
     debs: tuple[DebFile, ...]
     build_recipe: str | None = None
