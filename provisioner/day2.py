@@ -57,6 +57,8 @@ def run_day2(spec_file: Path, state_dir: Path | None, playbook: str, name: str,
             "ansible_ssh_args": pinned_ssh_args(
                 rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", ""), trusted_files(reaches)),
             "provisioner_run_id": run_id,
+            # The roles' file lists (reset removes what the manifests name) read it.
+            "provisioner_rendered_dir": str((rendered / "hosts").resolve()),
             **extravars(plan, sdir, run_id),
         }
         result = run_playbook(pdd, playbook, hosts(plan), variables, run_dir, name, progress)

@@ -123,12 +123,12 @@ def test_provision_runs_every_phase_and_verify_passes(cluster: Cluster) -> None:
     assert cluster.first.admin_kubeconfig.stat().st_mode & 0o777 == 0o600
 
 
-def _kubectl(cluster: Cluster, *args: str) -> str:
+def _kubectl(cluster: Cluster, *args: str, timeout: float = 60) -> str:
     kubectl = cluster.spec.parent / "kubectl"
     if not kubectl.exists():
         kubectl.symlink_to(LAB_SOURCE / "kubectl" / cluster.plan.version / "kubectl")
     proc = subprocess.run([str(kubectl), "--kubeconfig", str(cluster.state / "admin.kubeconfig"),
-                           *args], capture_output=True, text=True, timeout=60)
+                           *args], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -440,13 +440,14 @@ def test_encryption_key_rotation_keeps_every_secret(cluster: Cluster) -> None:
     before = _etcd_value_prefix(cluster, "/registry/secrets/default/rotation-probe")
     assert before.startswith("k8s:enc:aescbc:v1:key"), before
     old_name = before.split(":")[4]
-    # A client on a worker asks for /readyz through its local haproxy once a second while
-    # the apiservers restart one at a time, three times over.
+    # A client on a worker asks for /version through its local haproxy once a second while
+    # the apiservers restart one at a time, three times over. (Not /readyz: a draining
+    # apiserver fails its own /readyz on purpose while it still serves every request.)
     poll = ("nohup sh -c 'while :; do if curl -fsS --max-time 2 "
             "--cacert /etc/kubernetes/pki/ca.crt "
             "--cert /var/lib/kubelet/pki/kubelet-client.crt "
             "--key /var/lib/kubelet/pki/kubelet-client.key "
-            "https://127.0.0.1:8443/readyz >/dev/null 2>&1; then echo ok; else echo FAIL; fi; "
+            "https://127.0.0.1:8443/version >/dev/null 2>&1; then echo ok; else echo FAIL; fi; "
             "sleep 1; done' >/tmp/lb-poll.log 2>&1 & echo $!")
     poller = cluster.run("lab-w1", poll).strip()
     started = time.monotonic()
@@ -495,7 +496,8 @@ def test_etcd_backup_is_checked_described_and_bounded(cluster: Cluster, tmp_path
     assert hashlib.sha256(kept[-1].read_bytes()).hexdigest() == meta["sha256"]
     assert kept[-1].stat().st_mode & 0o777 == 0o600
     for h in cluster.plan.control_plane:
-        assert cluster.run(h.name, "ls /var/lib/provisioner-backup").strip() == "", h.name
+        assert cluster.run(h.name, "ls -A /var/lib/provisioner-backup 2>/dev/null || true"
+                           ).strip() == "", h.name
 
 
 def _etcd_members_stop_and_lose_data(cluster: Cluster, names: list[str]) -> None:
@@ -518,7 +520,7 @@ def test_etcd_restore_brings_back_every_object_after_losing_all_data(
     objects = tmp_path / "objects.json"
     objects.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
     started = time.monotonic()
-    _kubectl(cluster, "create", "-f", str(objects), "-o", "name")
+    _kubectl(cluster, "create", "-f", str(objects), "-o", "name", timeout=900)
     print(f"10,000 ConfigMaps created in {time.monotonic() - started:.1f}s")
     _kubectl(cluster, "create", "deployment", "before-backup", "-n", namespaces[0],
              f"--image={images(cluster.plan)[0]}", "--replicas=2")
