@@ -64,7 +64,9 @@ def run(data: bytes) -> tuple[float, float, int, str]:
         f.write(data)
         f.flush()
         started = time.perf_counter()
-        proc = subprocess.Popen([*CLI, "validate", f.name], stdout=subprocess.PIPE,
+        # The specs name a key file that is not here: that is a note, not the error measured.
+        proc = subprocess.Popen([*CLI, "validate", f.name, "--allow-missing-files"],
+                                stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, cwd=ROOT)
         assert proc.stdout is not None
         out = proc.stdout.read().decode(errors="replace")

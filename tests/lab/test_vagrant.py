@@ -220,6 +220,31 @@ def _virsh(*args: str) -> str:
                           text=True, check=True, timeout=60).stdout
 
 
+def _clear_leftovers(cluster: str) -> None:
+    """Domains, volumes and networks of this module's own cluster that an interrupted earlier
+    run left in libvirt (its Vagrant state went with its tmp dir): without this, `vagrant up`
+    fails with "Name `provisioner-<cluster>-cp1` of domain about to create is already
+    taken". Only names this module makes (``provisioner-<cluster>-*``) are touched."""
+    prefix = f"provisioner-{cluster}-"
+    for domain in _virsh("list", "--all", "--name").split():
+        if domain.startswith(prefix):
+            print(f"removing libvirt domain {domain} left by an earlier run")
+            subprocess.run(["virsh", "-c", "qemu:///system", "destroy", domain],
+                           capture_output=True, check=False, timeout=120)
+            _virsh("undefine", domain, "--remove-all-storage")
+    for pool in _virsh("pool-list", "--all", "--name").split():
+        for volume in _virsh("vol-list", pool, "--name").split():
+            if volume.startswith(prefix):
+                print(f"removing libvirt volume {pool}/{volume} left by an earlier run")
+                _virsh("vol-delete", volume, "--pool", pool)
+    networks = _virsh("net-list", "--all", "--name").split()
+    for network in (n for n in network_names(cluster) if n in networks):
+        print(f"removing libvirt network {network} left by an earlier run")
+        subprocess.run(["virsh", "-c", "qemu:///system", "net-destroy", network],
+                       capture_output=True, check=False, timeout=120)
+        _virsh("net-undefine", network)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -303,6 +328,7 @@ def libvirt() -> Iterator[None]:
                          check=False).returncode != 0:
         assert time.monotonic() < deadline, "libvirtd did not answer within 30 s"
         time.sleep(0.5)
+    _clear_leftovers(NAME)
     try:
         yield
     finally:
