@@ -119,19 +119,20 @@ class CertInfo:
 
     def hint(self, state_dir: Path) -> str:
         """How to replace this certificate."""
-        planned = "(`provisioner certs renew FILE` is planned)"
         if self.where != STATE and self.phase is None:
             return ("the kubelet renews this pair itself when 70-90% of its lifetime has "
                     f"passed: that it has not means rotation fails; see `journalctl -u "
                     f"kubelet` on {self.where} and `kubectl get csr` (pending requests)")
         if self.is_ca:
             return ("re-issue the certificate: a CA is not renewed automatically, and every "
-                    "certificate it signed must be re-issued with it " + planned)
+                    "certificate it signed must be re-issued with it; CA rotation is not done "
+                    "yet (`provisioner certs renew FILE` renews the leaf certificates only)")
         install = (f"`provisioner provision FILE --only {self.phase}`" if self.phase
                    else "`provisioner provision FILE`")
         return (f"re-issue the certificate: {install} renews certificates within "
-                f"{WARN_DAYS} days of expiry in {state_dir / 'pki'} and installs them "
-                + planned)
+                f"{WARN_DAYS} days of expiry in {state_dir / 'pki'} and installs them; "
+                "`provisioner certs renew FILE` renews every leaf certificate now and rolls "
+                "them out with the apiserver served throughout")
 
 
 @dataclass(frozen=True)

@@ -235,8 +235,10 @@ def test_hints_name_the_phase_the_ca_and_the_kubelet() -> None:
     state = Path("/st")
     leaf = _info("h1", "/etc/kubernetes/pki/etcd/server.crt", 3).hint(state)
     assert "re-issue the certificate" in leaf and "--only etcd" in leaf
-    assert "/st/pki" in leaf and "`provisioner certs renew FILE` is planned" in leaf
-    assert "every certificate it signed" in _info(STATE, "/st/pki/ca.crt", 3, True).hint(state)
+    assert "/st/pki" in leaf and "`provisioner certs renew FILE` renews every leaf" in leaf
+    assert "planned" not in leaf
+    ca = _info(STATE, "/st/pki/ca.crt", 3, True).hint(state)
+    assert "every certificate it signed" in ca and "CA rotation is not done yet" in ca
     kubelet = _info("w1", KUBELET_ROTATED, 3, phase=None).hint(state)
     assert "kubectl get csr" in kubelet and "journalctl -u kubelet` on w1" in kubelet
 

@@ -312,6 +312,57 @@ def test_roles_restarting_services_clear_their_restart_markers() -> None:
         assert "provisioner_files_services" in text, role
 
 
+def _haproxy_service_actions(facts: dict[str, Any]) -> list[str]:
+    """The systemd states the haproxy role would apply, in order, given the facts
+    provisioner_files and provisioner_artifacts set (its ``when`` conditions evaluated with
+    Jinja as Ansible does, a list meaning all of them)."""
+    import jinja2
+
+    env = jinja2.Environment()
+    env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in (
+        "true", "yes", "1")
+    actions = []
+    for task in yaml.safe_load((ROLES / "haproxy" / "tasks" / "main.yml").read_text()):
+        unit = task.get("ansible.builtin.systemd") or {}
+        if unit.get("name") != "haproxy":
+            continue
+        when = task.get("when", [])
+        conditions = [when] if isinstance(when, str) else when
+        if all(env.compile_expression(str(c))(**facts) for c in conditions):
+            actions.append(unit["state"])
+    return actions
+
+
+@pytest.mark.parametrize(("files", "packages", "units", "expected"), [
+    # A renewed health-check pair or a new haproxy.cfg: a graceful reload, no dropped
+    # connection (provisioner certs renew rolls lb-healthcheck out this way).
+    (["haproxy"], [], False, ["reloaded", "started"]),
+    # A new package (binary and Debian's unit) or a changed unit file: a restart.
+    (["haproxy"], ["haproxy"], False, ["restarted", "started"]),
+    ([], ["haproxy"], False, ["restarted", "started"]),
+    (["haproxy"], [], True, ["restarted", "started"]),
+    # Nothing changed: only the check that it runs.
+    ([], [], False, ["started"]),
+])
+def test_haproxy_reloads_when_only_its_files_changed(
+        files: list[str], packages: list[str], units: bool, expected: list[str]) -> None:
+    facts = {"provisioner_files_restarts": files, "provisioner_artifacts_changed": packages,
+             "provisioner_files_daemon_reload": units}
+    assert _haproxy_service_actions(facts) == expected
+
+
+def test_haproxy_checks_its_configuration_before_any_reload_or_restart() -> None:
+    tasks = yaml.safe_load((ROLES / "haproxy" / "tasks" / "main.yml").read_text())
+    names = [t["name"] for t in tasks]
+    check = next(i for i, t in enumerate(tasks)
+                 if "haproxy -c" in str(t.get("ansible.builtin.command", "")))
+    assert "when" not in tasks[check]
+    for state in ("restarted", "reloaded"):
+        at = next(i for i, t in enumerate(tasks)
+                  if (t.get("ansible.builtin.systemd") or {}).get("state") == state)
+        assert check < at, names
+
+
 def test_roles_reach_services_at_the_cluster_address() -> None:
     """``ansible_host`` is the SSH endpoint (Vagrant: the management address); services and
     certificates use the cluster address, ``provisioner_address``."""

@@ -515,6 +515,61 @@ def _etcd_members_stop_and_lose_data(cluster: Cluster, names: list[str]) -> None
         cluster.run(name, "systemctl stop etcd && rm -rf /var/lib/etcd/member")
 
 
+def test_certs_renew_rolls_out_every_leaf_while_the_apiserver_is_served(
+        cluster: Cluster) -> None:
+    """`certs renew --yes`: every leaf certificate is re-issued (the CAs kept, so no
+    --replace-identity) and installed phase by phase (etcd, lb, control-plane, node) while a
+    client on a worker asks for /version through its local haproxy once a second: no request
+    fails, haproxy was reloaded (same master process), not restarted. Then `certs check
+    --json` shows every certificate of the cluster's CAs, on the hosts and in the state
+    directory, with a later notAfter than before; the next provision changes nothing."""
+
+    def leaves() -> dict[tuple[str, str], str]:
+        res = CliRunner().invoke(app, ["certs", "check", str(cluster.spec), "--json"])
+        rows = json.loads(res.output[: res.output.rindex("]") + 1])
+        assert all("not_after" in r for r in rows), [r for r in rows if "not_after" not in r]
+        cas = {r["subject"] for r in rows if r["where"] == "state" and r["ca"]}
+        assert len(cas) == 3, cas  # kubernetes-ca, etcd-ca, kubernetes-front-proxy-ca
+        # The kubelet's own rotated pair is the kubelet's business, not the provisioner's.
+        return {(r["where"], r["path"]): r["not_after"] for r in rows
+                if not r["ca"] and r["issuer"] in cas
+                and r["path"] != "/var/lib/kubelet/pki/kubelet-client-current.pem"}
+
+    before = leaves()
+    assert len([k for k in before if k[0] == "state"]) == len(cluster.plan.pki.certs)
+    lb_hosts = [h.name for h in cluster.plan.hosts if "haproxy" in h.parts]
+    masters = {h: cluster.run(h, "systemctl show -p MainPID --value haproxy").strip()
+               for h in lb_hosts}
+    # The poller's pair is a copy: the node phase replaces the kubelet's own pair, and curl
+    # must not read a new certificate with the old key. The old pair stays valid (same CA).
+    cluster.run("lab-w1", "install -m 0600 /var/lib/kubelet/pki/kubelet-client.crt "
+                "/tmp/lb-poll.crt && install -m 0600 /var/lib/kubelet/pki/kubelet-client.key "
+                "/tmp/lb-poll.key")
+    poll = ("nohup sh -c 'while :; do if curl -fsS --max-time 2 "
+            "--cacert /etc/kubernetes/pki/ca.crt --cert /tmp/lb-poll.crt --key /tmp/lb-poll.key "
+            "https://127.0.0.1:8443/version >/dev/null 2>&1; then echo ok; else echo FAIL; fi; "
+            "sleep 1; done' >/tmp/lb-poll.log 2>&1 & echo $!")
+    poller = cluster.run("lab-w1", poll).strip()
+    started = time.monotonic()
+    res = CliRunner().invoke(app, ["certs", "renew", str(cluster.spec), "--yes"])
+    seconds = time.monotonic() - started
+    polled = cluster.run("lab-w1", f"kill {poller}; cat /tmp/lb-poll.log; "
+                         "rm -f /tmp/lb-poll.log /tmp/lb-poll.crt /tmp/lb-poll.key").split()
+    print(f"certs renew: {seconds:.1f}s, {len(polled)} requests through the load balancer, "
+          f"{polled.count('FAIL')} failed\n{res.output}")
+    assert res.exit_code == 0, res.output
+    assert "installed through etcd, lb, control-plane, node" in res.output
+    assert len(polled) > 30 and polled.count("FAIL") == 0, polled
+    after_masters = {h: cluster.run(h, "systemctl show -p MainPID --value haproxy").strip()
+                     for h in lb_hosts}
+    assert after_masters == masters
+    after = leaves()
+    assert set(after) == set(before), set(after) ^ set(before)
+    older = {k: (before[k], after[k]) for k in before if not after[k] > before[k]}
+    assert not older, older
+    assert_converged(cluster.provision(), 5)
+
+
 @DAY2_IN_PROGRESS
 def test_etcd_restore_brings_back_every_object_after_losing_all_data(
         cluster: Cluster, tmp_path: Path) -> None:
