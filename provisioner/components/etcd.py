@@ -1,4 +1,5 @@
-"""etcd: one member per etcd host, mutual TLS for peers and clients, as a systemd service."""
+"""etcd: one member per etcd host, mutual TLS for peers and clients, as a systemd service,
+and its scheduled backups (``spec.etcd.backup``: a timer, a oneshot unit and a script)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from provisioner.components.base import (
     CERT_MODE,
+    CONFIG_MODE,
     TLS_CIPHER_SUITES,
     Component,
     File,
@@ -13,16 +15,30 @@ from provisioner.components.base import (
     pem_pair,
 )
 from provisioner.components.systemd import unit_file
+from provisioner.render.engine import render_template
+from provisioner.spec.models import ETCD_DATA_DIR
 
 if TYPE_CHECKING:
     from provisioner.plan.model import HostPlan, Plan
-    from provisioner.spec.models import Cluster
+    from provisioner.spec.models import Cluster, EtcdBackup
     from provisioner.spec.topology import Machine
 
 PKI = "/etc/kubernetes/pki/etcd"
 CLIENT_PORT = 2379
 PEER_PORT = 2380
 METRICS_PORT = 2381
+LOCAL_ENDPOINT = f"https://127.0.0.1:{CLIENT_PORT}"
+
+# Scheduled backups. The etcd role's defaults name the same paths (to remove them when the
+# backup is turned off, and in reset); tests/test_etcd_backup.py holds the two together.
+BACKUP_UNIT = "etcd-backup"
+BACKUP_SCRIPT = "/usr/local/sbin/provisioner-etcd-backup"
+BACKUP_SERVICE = f"/etc/systemd/system/{BACKUP_UNIT}.service"
+BACKUP_TIMER = f"/etc/systemd/system/{BACKUP_UNIT}.timer"
+# Executable by root only; the units follow CONFIG_MODE like every unit file.
+BACKUP_SCRIPT_MODE = 0o700
+# Seconds the timer delays each member's run at random: members snapshot minutes apart.
+BACKUP_RANDOMIZED_DELAY = 300
 
 
 def client_urls(plan: Plan) -> str:
@@ -36,8 +52,8 @@ def etcd_flags(plan: Plan, host: HostPlan) -> list[tuple[str, str | None]]:
     initial = ",".join(f"{h.name}=https://{h.address}:{PEER_PORT}" for h in plan.etcd)
     return [
         ("name", host.name),
-        ("data-dir", "/var/lib/etcd"),
-        ("listen-client-urls", f"https://{ip}:{CLIENT_PORT},https://127.0.0.1:{CLIENT_PORT}"),
+        ("data-dir", ETCD_DATA_DIR),
+        ("listen-client-urls", f"https://{ip}:{CLIENT_PORT},{LOCAL_ENDPOINT}"),
         ("advertise-client-urls", f"https://{ip}:{CLIENT_PORT}"),
         ("listen-peer-urls", f"https://{ip}:{PEER_PORT}"),
         ("initial-advertise-peer-urls", f"https://{ip}:{PEER_PORT}"),
@@ -77,8 +93,10 @@ class Etcd(Component):
         return machine.is_etcd
 
     def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
-        """Unit, CA, server/peer pairs and the health-check client pair."""
+        """Unit, CA, server/peer pairs, the health-check client pair, and the backup's
+        timer, unit and script when ``spec.etcd.backup`` is set."""
         r = ("etcd",)
+        backup = plan.cluster.spec.etcd.backup
         return [
             unit_file(plan.name, "etcd", "etcd key-value store (provisioner)",
                       "https://etcd.io/docs/", "/usr/local/bin/etcd", etcd_flags(plan, host),
@@ -87,4 +105,33 @@ class Etcd(Component):
             *pem_pair(material, f"etcd/server-{host.name}", f"{PKI}/server", r),
             *pem_pair(material, f"etcd/peer-{host.name}", f"{PKI}/peer", r),
             *pem_pair(material, "etcd/healthcheck-client", f"{PKI}/healthcheck-client", ()),
+            *(backup_files(plan.name, host.name, backup) if backup is not None else []),
         ]
+
+
+def backup_files(cluster_name: str, host: str, backup: EtcdBackup) -> list[File]:
+    """The backup script, its oneshot unit and the timer. None restarts anything: the etcd
+    role restarts the timer itself when its file changed (a restart of the service would
+    take a snapshot)."""
+    ctx = {
+        "cluster_name": cluster_name,
+        "host": host,
+        "schedule": backup.schedule,
+        "directory": backup.directory,
+        "keep": backup.keep,
+        "max_size_mib": backup.max_size_mib,
+        "endpoint": LOCAL_ENDPOINT,
+        "ca_file": f"{PKI}/ca.crt",
+        "cert_file": f"{PKI}/healthcheck-client.crt",
+        "key_file": f"{PKI}/healthcheck-client.key",
+        "script": BACKUP_SCRIPT,
+        "randomized_delay_sec": BACKUP_RANDOMIZED_DELAY,
+    }
+    return [
+        File(BACKUP_SCRIPT, render_template("etcd/etcd-backup.sh.j2", ctx).encode(),
+             BACKUP_SCRIPT_MODE),
+        File(BACKUP_SERVICE, render_template("etcd/etcd-backup.service.j2", ctx).encode(),
+             CONFIG_MODE),
+        File(BACKUP_TIMER, render_template("etcd/etcd-backup.timer.j2", ctx).encode(),
+             CONFIG_MODE),
+    ]

@@ -8,6 +8,7 @@ JSON schema (``provisioner schema``) carries those descriptions.
 
 from __future__ import annotations
 
+import difflib
 import re
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -154,6 +155,86 @@ def _extra_san(value: str) -> str:
     return value
 
 
+# etcd's data directory on every member (components.etcd passes it as --data-dir).
+ETCD_DATA_DIR = "/var/lib/etcd"
+# Scheduled etcd backups (spec.etcd.backup): the schedule keywords, the hours between two of
+# their runs, and the default maxAgeHours of each: the interval plus slack for the timer's
+# randomized delay and a slow snapshot (a weekly one a day more: a host down on the day).
+BACKUP_INTERVAL_HOURS = {"hourly": 1, "daily": 24, "weekly": 7 * 24}
+BACKUP_MAX_AGE_HOURS = {"hourly": 2, "daily": 26, "weekly": 8 * 24 + 2}
+MAX_SCHEDULE = 64
+MAX_BACKUP_DIR = 200
+# What an OnCalendar expression needs ("Mon..Fri *-*-* 02:30:00", "*-*-* 00/6:00:00",
+# "Sat 04:00 Europe/Berlin"); no quote, '$', '%' (a systemd specifier), ';' or newline.
+_ON_CALENDAR = re.compile(r"[A-Za-z0-9*:.,/~+_ -]+")
+# One-word expressions systemd.time(7) knows; any other single word is a typo.
+_CALENDAR_WORDS = ("minutely", "hourly", "daily", "weekly", "monthly", "yearly", "annually",
+                   "quarterly", "semiannually")
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun", "monday", "tuesday",
+             "wednesday", "thursday", "friday", "saturday", "sunday")
+_SCHEDULE_HINT = ("use hourly, daily, weekly, or a systemd OnCalendar expression (`man "
+                  "systemd.time`) of letters, digits, spaces and * : . , / ~ + _ -, e.g. "
+                  "'*-*-* 03:00:00' (with maxAgeHours)")
+_BACKUP_DIR = re.compile(r"[A-Za-z0-9._/-]+")
+# Backup directories refused, with the reason: what lives there would take the backups
+# with it (the data directory is replaced by a restore and removed by a reset), or they
+# are not disks (lost at reboot).
+_BACKUP_DIR_REFUSED = {
+    ETCD_DATA_DIR: "etcd's data directory: a restore replaces it and a reset removes it, "
+                   "taking the backups along",
+    "/etc": "configuration, not data",
+    "/run": "a tmpfs: lost at every reboot",
+    "/proc": "a kernel filesystem",
+    "/sys": "a kernel filesystem",
+    "/dev": "a device filesystem",
+}
+
+
+def _backup_schedule(value: str) -> str:
+    text = " ".join(value.split())
+    if not text:
+        raise _invalid("backup_schedule", "the schedule is empty", _SCHEDULE_HINT)
+    if len(text) > MAX_SCHEDULE:
+        raise _invalid("backup_schedule", f"{shown(value)} is {len(text)} characters long; a "
+                       f"schedule has at most {MAX_SCHEDULE}", _SCHEDULE_HINT)
+    if not _ON_CALENDAR.fullmatch(text):
+        bad = sorted({c for c in text if not _ON_CALENDAR.fullmatch(c)})
+        raise _invalid("backup_schedule", f"{shown(value)} has characters a schedule may not "
+                       f"hold: {' '.join(shown(c) for c in bad[:8])}", _SCHEDULE_HINT)
+    if text.isalpha() and text not in _CALENDAR_WORDS and text.lower() not in _WEEKDAYS:
+        close = difflib.get_close_matches(text.lower(), tuple(BACKUP_INTERVAL_HOURS), n=1)
+        raise _invalid("backup_schedule", f"{shown(value)} is not a schedule systemd knows",
+                       f"did you mean {close[0]!r}? (e.g. schedule: {close[0]})" if close
+                       else _SCHEDULE_HINT)
+    return text
+
+
+def _backup_dir(value: str) -> str:
+    path = value.rstrip("/") if len(value) > 1 else value
+    problem = None
+    if len(path) > MAX_BACKUP_DIR:
+        problem = f"is {len(path)} characters long (at most {MAX_BACKUP_DIR})"
+    elif not path.startswith("/"):
+        problem = "is not an absolute path"
+    elif not _BACKUP_DIR.fullmatch(path):
+        problem = ("has characters other than letters, digits, '.', '_', '-' and '/' (the "
+                   "path is written into a unit and a shell script)")
+    elif "//" in path or any(part in (".", "..") for part in path.split("/")):
+        problem = "is not a normal path (no '//', '.' or '..' parts)"
+    elif path == "/":
+        problem = "is the root directory"
+    if problem is not None:
+        raise _invalid("backup_dir", f"{shown(value)} {problem}",
+                       "write an absolute path of its own, e.g. /var/lib/etcd-backup")
+    for refused, why in _BACKUP_DIR_REFUSED.items():
+        if path == refused or path.startswith(refused + "/"):
+            where = "is" if path == refused else "is inside"
+            raise _invalid("backup_dir", f"{shown(value)} {where} {refused}, {why}",
+                           "keep backups in a directory of their own, e.g. "
+                           "/var/lib/etcd-backup (another disk or a mount is better still)")
+    return path
+
+
 DnsLabel = Annotated[str, _label_check("name", 63)]
 HostRef = Annotated[str, _label_check("host name", 63, "; it names an entry of spec.hosts")]
 ClusterName = Annotated[str, _label_check("cluster name", MAX_CLUSTER_NAME,
@@ -167,6 +248,8 @@ Port = Annotated[Whole, Field(ge=1, le=65535)]
 SSHUser = Annotated[str, AfterValidator(_ssh_user)]
 Domain = Annotated[str, AfterValidator(_cluster_domain)]
 SAN = Annotated[str, AfterValidator(_extra_san)]
+BackupSchedule = Annotated[str, AfterValidator(_backup_schedule)]
+BackupDir = Annotated[str, AfterValidator(_backup_dir)]
 
 
 class Model(BaseModel):
@@ -329,8 +412,53 @@ class Workers(Model):
     hosts: list[HostRef] | None = Field(None, description="Names from spec.hosts.")
 
 
+class EtcdBackup(Model):
+    """Scheduled snapshots on every etcd member (a systemd timer), checked by verify."""
+
+    schedule: BackupSchedule = Field(
+        "daily",
+        description="When: `hourly`, `daily`, `weekly`, or a systemd OnCalendar expression "
+        "(`man systemd.time`, e.g. '*-*-* 00/6:00:00'; letters, digits, spaces and "
+        "* : . , / ~ + _ - only), which needs maxAgeHours. Each member starts within 5 "
+        "minutes of it (RandomizedDelaySec) and catches up on a run missed while it was "
+        "down (Persistent).",
+    )
+    keep: Annotated[Whole, Field(ge=1, le=1000)] = Field(
+        7, description="Snapshots kept per member; older ones are removed after each backup.")
+    max_size_mib: Annotated[Whole, Field(ge=1, le=1 << 20)] = Field(
+        2048,
+        description="Total size of a member's snapshots, in MiB: after each backup the "
+        "oldest are removed until the rest fit (the newest one is always kept).",
+    )
+    directory: BackupDir = Field(
+        "/var/lib/etcd-backup",
+        description="Absolute path on each member (made 0700, snapshots 0600); not inside "
+        "/var/lib/etcd (a restore replaces it) nor /etc. Kept by `provisioner reset`.",
+    )
+    max_age_hours: Annotated[Whole, Field(ge=1, le=24 * 366)] | None = Field(
+        None,
+        description="How old a member's newest snapshot may be before verify's "
+        "etcd-backup-age fails. Default: 2 (hourly), 26 (daily), 194 (weekly); required "
+        "with an OnCalendar expression.",
+    )
+
+    @property
+    def interval_hours(self) -> int | None:
+        """Hours between two runs of a keyword schedule; None for an OnCalendar expression."""
+        return BACKUP_INTERVAL_HOURS.get(self.schedule)
+
+    @property
+    def max_age(self) -> int | None:
+        """maxAgeHours, or the schedule's default (None: an expression without one, which
+        the spec rules refuse)."""
+        if self.max_age_hours is not None:
+            return self.max_age_hours
+        return BACKUP_MAX_AGE_HOURS.get(self.schedule)
+
+
 class Etcd(Model):
-    """Placement of the etcd cluster (TLS everywhere: peer, server and client)."""
+    """Placement of the etcd cluster (TLS everywhere: peer, server and client) and its
+    scheduled backups."""
 
     placement: Literal["controlPlane", "dedicated"] = Field(
         "controlPlane",
@@ -341,6 +469,11 @@ class Etcd(Model):
         None, description="Members of a dedicated group: 1, 3 or 5."
     )
     hosts: list[HostRef] | None = Field(None, description="Names from spec.hosts (dedicated).")
+    backup: EtcdBackup | None = Field(
+        None,
+        description="Scheduled snapshots on every member, e.g. {schedule: daily, keep: 7}; "
+        "off when absent (`provisioner etcd backup` takes one on demand).",
+    )
 
 
 class ContainerRuntime(Model):

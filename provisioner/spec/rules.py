@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 from provisioner.spec.errors import SpecIssue, shown
-from provisioner.spec.models import Cluster, NspawnProvider, StaticProvider, VagrantProvider
+from provisioner.spec.models import (
+    BACKUP_MAX_AGE_HOURS,
+    Cluster,
+    NspawnProvider,
+    StaticProvider,
+    VagrantProvider,
+)
 from provisioner.spec.names import dns_name_problem, is_ip
 from provisioner.spec.topology import (
     Role,
@@ -56,7 +62,8 @@ def check(cluster: Cluster) -> list[SpecIssue]:
 def issues_about_hosts(issues: list[SpecIssue]) -> bool:
     """True when earlier issues make host resolution unreliable."""
     roots = ("spec.hosts", "spec.controlPlane", "spec.workers", "spec.etcd", "spec.provider")
-    return any(i.path.startswith(roots) for i in issues)
+    return any(i.path.startswith(roots) and not i.path.startswith("spec.etcd.backup")
+               for i in issues)
 
 
 def _quorum_issue(path: str, what: str, n: int, unit: str = "members") -> Iterator[SpecIssue]:
@@ -524,6 +531,29 @@ def artifacts(cluster: Cluster) -> Iterator[SpecIssue]:
     if a.source != "local" and a.path is not None:
         yield SpecIssue("spec.artifacts.path", f"path is unused with source {a.source!r}",
                         "remove it or set source: local")
+
+
+@rule
+def etcd_backup(cluster: Cluster) -> Iterator[SpecIssue]:
+    """verify must know how old the newest snapshot may be: an OnCalendar expression says
+    so in maxAgeHours, and a keyword schedule's maxAgeHours leaves room for one interval."""
+    backup = cluster.spec.etcd.backup
+    if backup is None:
+        return
+    path = "spec.etcd.backup.maxAgeHours"
+    interval = backup.interval_hours
+    if interval is None and backup.max_age_hours is None:
+        yield SpecIssue(path, f"required with the OnCalendar schedule {shown(backup.schedule)}: "
+                        "verify's etcd-backup-age cannot tell how old the newest snapshot may "
+                        "be", "set maxAgeHours to the longest gap between two runs plus an "
+                        "hour or two (e.g. 7 for '*-*-* 00/6:00:00'), or use schedule hourly, "
+                        "daily or weekly, which have defaults")
+    elif interval is not None and backup.max_age_hours is not None and (
+            backup.max_age_hours <= interval):
+        yield SpecIssue(path, f"{backup.max_age_hours} hours is not longer than the "
+                        f"{backup.schedule} schedule's {interval}: verify would fail between "
+                        "two backups", f"use more than {interval}, or leave it out (default "
+                        f"{BACKUP_MAX_AGE_HOURS[backup.schedule]})")
 
 
 def _lb_address_problem(address: str) -> str | None:

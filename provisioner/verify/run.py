@@ -17,7 +17,16 @@ from pathlib import Path
 
 from provisioner.plan.model import Plan
 from provisioner.verify.api import ApiClient, ApiError, ApiUnavailable, api_endpoints
-from provisioner.verify.checks import apiserver, certs, components, etcd, hosts, nodes, workloads
+from provisioner.verify.checks import (
+    apiserver,
+    certs,
+    components,
+    etcd,
+    etcd_backup,
+    hosts,
+    nodes,
+    workloads,
+)
 from provisioner.verify.model import (
     Check,
     CheckResult,
@@ -47,6 +56,9 @@ CHECKS: tuple[Check, ...] = (
     Check("etcd-health", "each etcd member healthy over mTLS; quorum held", _etcd_targets,
           etcd.health),
     Check("etcd-leader", "the members agree on one leader", cluster_target, etcd.leader),
+    Check("etcd-backup-age", "each etcd member's newest scheduled backup is younger than "
+          "maxAgeHours and its timer is active (only with spec.etcd.backup)",
+          etcd_backup.targets, etcd_backup.age),
     Check("etcd-cert-expiry", "etcd certificates valid beyond 30 days", cluster_target,
           certs.etcd_expiry),
     Check("apiserver-cert-expiry", "apiserver and cluster CA certificates valid beyond 30 days",
