@@ -54,7 +54,7 @@ typecheck: $(PY)
 # The lab's artifacts are built first, in the open (the lab tests reuse them); the lab tests
 # start the lab registry themselves (and stop it if they started it).
 test: lint typecheck lab-artifacts
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --durations=30 $(PYTEST_ARGS)
 
 # Without the lab machines (no root needed).
 test-unit:
