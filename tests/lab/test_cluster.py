@@ -516,6 +516,52 @@ def _etcd_members_stop_and_lose_data(cluster: Cluster, names: list[str]) -> None
         cluster.run(name, "systemctl stop etcd && rm -rf /var/lib/etcd/member")
 
 
+def test_scheduled_etcd_backups_snapshot_prune_and_pass_verify(cluster: Cluster) -> None:
+    """spec.etcd.backup (daily, keep 3): etcd-backup.timer is active and enabled on every
+    control-plane node, each of which holds a snapshot from the first provision; starting
+    etcd-backup.service takes a new one (its sha256 beside it, 0600 in a 0700 directory)
+    and the prune keeps at most 3; verify's etcd-backup-age passes on every member in its
+    JSON."""
+    backup = cluster.plan.cluster.spec.etcd.backup
+    assert backup is not None and backup.keep == 3, backup
+    directory = backup.directory
+    for h in cluster.plan.control_plane:
+        state = cluster.run(h.name, "systemctl is-active etcd-backup.timer; "
+                            "systemctl is-enabled etcd-backup.timer")
+        assert state.split() == ["active", "enabled"], (h.name, state)
+        names = cluster.run(h.name, f"ls -1 {directory}").split()
+        assert any(n.startswith(f"{h.name}-") and n.endswith("Z.db") for n in names), names
+    host = cluster.plan.control_plane[0].name
+
+    def snapshots() -> list[str]:
+        return sorted(n for n in cluster.run(host, f"ls -1 {directory}").split()
+                      if n.endswith(".db"))
+
+    before = snapshots()
+    taken: list[str] = []
+    for _ in range(backup.keep + 1):
+        time.sleep(1.1)  # names carry the second
+        cluster.run(host, "systemctl start etcd-backup.service")
+        now = snapshots()
+        assert now[-1] not in before + taken, (now, taken)
+        assert len(now) <= backup.keep, now
+        taken.append(now[-1])
+    assert snapshots() == taken[-backup.keep:], (snapshots(), taken)
+    newest = taken[-1]
+    checked = cluster.run(host, f"cd {directory} && sha256sum -c {newest}.sha256 && "
+                          f"stat -c '%a' . {newest} {newest}.sha256")
+    assert f"{newest}: OK" in checked, checked
+    assert checked.split()[-3:] == ["700", "600", "600"], checked
+    res = CliRunner().invoke(app, ["verify", str(cluster.spec), "--only", "etcd-backup-age",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["target"]: r for r in json.loads(res.output)["checks"]
+            if r["name"] == "etcd-backup-age"}
+    assert set(rows) == {h.name for h in cluster.plan.etcd}, rows
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    assert newest in rows[host]["evidence"], rows[host]
+
+
 def test_certs_renew_rolls_out_every_leaf_while_the_apiserver_is_served(
         cluster: Cluster) -> None:
     """`certs renew --yes`: every leaf certificate is re-issued (the CAs kept, so no
@@ -650,49 +696,3 @@ def test_reset_keeping_etcd_data_then_provision_again(cluster: Cluster) -> None:
     again = cluster.provision()
     assert again.succeeded, again.failure
     assert not _failing(list(again.verify)), _failing(list(again.verify))
-
-
-def test_scheduled_etcd_backups_snapshot_prune_and_pass_verify(cluster: Cluster) -> None:
-    """spec.etcd.backup (daily, keep 3): etcd-backup.timer is active and enabled on every
-    control-plane node, each of which holds a snapshot from the first provision; starting
-    etcd-backup.service takes a new one (its sha256 beside it, 0600 in a 0700 directory)
-    and the prune keeps at most 3; verify's etcd-backup-age passes on every member in its
-    JSON."""
-    backup = cluster.plan.cluster.spec.etcd.backup
-    assert backup is not None and backup.keep == 3, backup
-    directory = backup.directory
-    for h in cluster.plan.control_plane:
-        state = cluster.run(h.name, "systemctl is-active etcd-backup.timer; "
-                            "systemctl is-enabled etcd-backup.timer")
-        assert state.split() == ["active", "enabled"], (h.name, state)
-        names = cluster.run(h.name, f"ls -1 {directory}").split()
-        assert any(n.startswith(f"{h.name}-") and n.endswith("Z.db") for n in names), names
-    host = cluster.plan.control_plane[0].name
-
-    def snapshots() -> list[str]:
-        return sorted(n for n in cluster.run(host, f"ls -1 {directory}").split()
-                      if n.endswith(".db"))
-
-    before = snapshots()
-    taken: list[str] = []
-    for _ in range(backup.keep + 1):
-        time.sleep(1.1)  # names carry the second
-        cluster.run(host, "systemctl start etcd-backup.service")
-        now = snapshots()
-        assert now[-1] not in before + taken, (now, taken)
-        assert len(now) <= backup.keep, now
-        taken.append(now[-1])
-    assert snapshots() == taken[-backup.keep:], (snapshots(), taken)
-    newest = taken[-1]
-    checked = cluster.run(host, f"cd {directory} && sha256sum -c {newest}.sha256 && "
-                          f"stat -c '%a' . {newest} {newest}.sha256")
-    assert f"{newest}: OK" in checked, checked
-    assert checked.split()[-3:] == ["700", "600", "600"], checked
-    res = CliRunner().invoke(app, ["verify", str(cluster.spec), "--only", "etcd-backup-age",
-                                   "--json"])
-    assert res.exit_code == 0, res.output
-    rows = {r["target"]: r for r in json.loads(res.output)["checks"]
-            if r["name"] == "etcd-backup-age"}
-    assert set(rows) == {h.name for h in cluster.plan.etcd}, rows
-    assert all(r["status"] == "ok" for r in rows.values()), rows
-    assert newest in rows[host]["evidence"], rows[host]
