@@ -2,20 +2,20 @@
 verdict, and the command end to end over real SSH.
 
 Certificates are issued here with short lifetimes. The end-to-end tests run ``provisioner
-certs check`` against in-process paramiko servers (real SSH on loopback, host keys pinned)
-that run the one command it sends with ``sh``, each inside its own fake root: the rendered
-tree of its host, so the files are the ones a provision would install.
+certs check`` against in-process paramiko servers (tests/fixtures/ssh_server.py: real SSH on
+loopback, host keys pinned) that run the one command it sends with ``sh``, each inside its own
+fake root: the rendered tree of its host, so the files are the ones a provision would install.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import shlex
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,6 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_SUCCEEDED
 from typer.testing import CliRunner
 
 from provisioner.certs_check import (
@@ -57,6 +56,7 @@ from provisioner.spec import parse
 from provisioner.verify import verify
 from provisioner.verify.checks.certs import host_verdict
 from provisioner.verify.run import build_context
+from tests.fixtures.ssh_server import SshServer
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 # Local artifacts: this file is about certificates, not about which releases are pinned.
@@ -320,30 +320,6 @@ def test_host_verdict_ok_warn_fail(tmp_path: Path) -> None:
 # --- end to end over real SSH --------------------------------------------------------------
 
 
-class _ShellServer(paramiko.ServerInterface):
-    """Lets root in with one key and takes one exec request."""
-
-    def __init__(self, allowed: paramiko.PKey) -> None:
-        self.allowed = allowed
-        self.event = threading.Event()
-        self.command = ""
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        return OPEN_SUCCEEDED
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "publickey"
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        ok = username == "root" and key.asbytes() == self.allowed.asbytes()
-        return AUTH_SUCCESSFUL if ok else AUTH_FAILED
-
-    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        self.command = command.decode()
-        self.event.set()
-        return True
-
-
 def _in_root(command: str, root: Path) -> tuple[int, bytes, bytes]:
     """Run the certificate command with sh, its paths moved under ``root`` (and ``root``
     taken out of what it prints); anything else is not found."""
@@ -355,44 +331,6 @@ def _in_root(command: str, root: Path) -> tuple[int, bytes, bytes]:
     return out.returncode, out.stdout.replace(str(root).encode(), b""), out.stderr
 
 
-def _serve(host_key: paramiko.PKey, client_key: paramiko.PKey, root: Path,
-           seen: list[str], sent: list[bytes]) -> tuple[int, socket.socket]:
-    listener = socket.create_server(("127.0.0.1", 0))
-    port: int = listener.getsockname()[1]
-
-    def handle(conn: socket.socket) -> None:
-        transport = paramiko.Transport(conn)
-        transport.add_server_key(host_key)
-        server = _ShellServer(client_key)
-        try:
-            transport.start_server(server=server)
-            chan = transport.accept(10)
-            if chan is None or not server.event.wait(10):
-                return
-            seen.append(server.command)
-            status, out, err = _in_root(server.command, root)
-            sent.append(out + err)
-            chan.sendall(out)
-            chan.sendall_stderr(err)
-            chan.send_exit_status(status)
-            chan.close()
-        except (paramiko.SSHException, OSError, EOFError):
-            pass
-        finally:
-            transport.close()
-
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:  # closed at the end of the test
-                return
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return port, listener
-
-
 @dataclass
 class Lab:
     """A provisioned-looking cluster: state, rendered host roots, SSH servers."""
@@ -402,8 +340,17 @@ class Lab:
     state: Path  # the cluster's state directory
     plan: Plan
     hosts: dict[str, Path]  # host -> its fake root
-    commands: list[str]
-    sent: list[bytes]  # everything the hosts sent back
+    servers: list[SshServer]
+
+    @property
+    def commands(self) -> list[str]:
+        """The commands the hosts were sent."""
+        return [c for s in self.servers for c in s.requests().commands]
+
+    @property
+    def sent(self) -> list[bytes]:
+        """Everything the hosts sent back, a command's stdout and stderr each."""
+        return [b for s in self.servers for b in s.requests().sent]
 
 
 @pytest.fixture
@@ -425,27 +372,26 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     key_file.chmod(0o600)
     client_key = paramiko.Ed25519Key.from_private_key_file(str(key_file))
     host_key = paramiko.ECDSAKey.generate()
-    commands: list[str] = []
-    sent: list[bytes] = []
-    listeners = []
+    servers: list[SshServer] = []
     connections: dict[str, Connection] = {}
     known = []
     hosts = {h: tmp_path / "rendered" / "hosts" / h for h in ("ct-cp1", "ct-w1")}
     for name, host_root in hosts.items():
-        port, listener = _serve(host_key, client_key, host_root, commands, sent)
-        listeners.append(listener)
-        connections[name] = Connection("127.0.0.1", port, "root", key_file)
-        known.append(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+        server = SshServer(host_key, client_key, functools.partial(_in_root, root=host_root))
+        servers.append(server)
+        connections[name] = Connection("127.0.0.1", server.port, "root", key_file)
+        known.append(
+            f"[127.0.0.1]:{server.port} {host_key.get_name()} {host_key.get_base64()}\n")
     with socket.create_server(("127.0.0.1", 0)) as closed:
         down = closed.getsockname()[1]
     connections["ct-w2"] = Connection("127.0.0.1", down, "root", key_file)
     write_connections(state, connections)
     (state / "ssh" / "known_hosts").write_text("".join(known))
     try:
-        yield Lab(spec, root, state, plan, hosts, commands, sent)
+        yield Lab(spec, root, state, plan, hosts, servers)
     finally:
-        for listener in listeners:
-            listener.close()
+        for server in servers:
+            server.close()
 
 
 def _check(lab: Lab, *extra: str) -> tuple[int, str]:

@@ -1,25 +1,23 @@
 """SSH host keys are always verified: static hosts through the user's known_hosts or keys
 recorded by ``--trust-on-first-use``; a changed key is refused before anything is copied.
 
-Runs paramiko against the tiny in-process SSH server of tests/test_verify.py (real SSH on
+Runs paramiko against the in-process SSH server of tests/fixtures/ssh_server.py (real SSH on
 loopback; no test double of the protocol), and ``provisioner provision`` end to end against
-one here that records every request a client makes of it, on this machine's own address (a
-static host cannot be a loopback address)."""
+one that records every request a client makes of it, on this machine's own address (a static
+host cannot be a loopback address)."""
 
 from __future__ import annotations
 
 import shlex
 import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Any
 
 import paramiko
 import pytest
-from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_SUCCEEDED
 from typer.testing import CliRunner
 
 from provisioner import provision as provision_mod
@@ -36,7 +34,8 @@ from provisioner.verify.ssh import (
     ssh_settings,
     trust_on_first_use,
 )
-from tests.test_verify import _ssh_server, _ssh_state
+from tests.fixtures.ssh_server import SshServer
+from tests.test_verify import _hostname_srv, _ssh_state
 
 STATIC = """
 apiVersion: provisioner.dev/v1alpha1
@@ -81,31 +80,31 @@ def test_unknown_static_host_is_refused_until_trusted_on_first_use(tmp_path: Pat
     host_key = paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
     # Sessions that open no channel (the refused login, the key scan) end quickly.
-    port = _ssh_server(host_key, client_key, 3, accept_timeout=2)
-    plan = _static_plan(state / "ssh" / "id_ed25519", port)
-    runner = ParamikoRunner(ssh_settings(plan, state), 3)
-    with pytest.raises(SshUnavailable) as err:
-        runner.run(plan.hosts[0], "hostname", 5, False)
-    runner.close()
-    assert err.value.kind == "hostkey-unknown"
-    assert "--trust-on-first-use" in err.value.hint
-    recorded = trust_on_first_use(plan, state)
-    assert len(recorded) == 1 and "SHA256:" in recorded[0] and "st-cp1" in recorded[0]
-    known = state / "ssh" / "known_hosts"
-    assert known.stat().st_mode & 0o777 == 0o600
-    assert host_key.get_base64() in known.read_text()
-    assert _hostname(plan, state) == "srv\n"
+    with SshServer(host_key, client_key, _hostname_srv, sessions=3, timeout=2) as server:
+        plan = _static_plan(state / "ssh" / "id_ed25519", server.port)
+        runner = ParamikoRunner(ssh_settings(plan, state), 3)
+        with pytest.raises(SshUnavailable) as err:
+            runner.run(plan.hosts[0], "hostname", 5, False)
+        runner.close()
+        assert err.value.kind == "hostkey-unknown"
+        assert "--trust-on-first-use" in err.value.hint
+        recorded = trust_on_first_use(plan, state)
+        assert len(recorded) == 1 and "SHA256:" in recorded[0] and "st-cp1" in recorded[0]
+        known = state / "ssh" / "known_hosts"
+        assert known.stat().st_mode & 0o777 == 0o600
+        assert host_key.get_base64() in known.read_text()
+        assert _hostname(plan, state) == "srv\n"
 
 
 def test_a_changed_host_key_is_never_re_recorded(tmp_path: Path, home: Path) -> None:
     host_key, old = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
-    port = _ssh_server(host_key, client_key, 1)
-    known = state / "ssh" / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {old.get_name()} {old.get_base64()}\n")
-    plan = _static_plan(state / "ssh" / "id_ed25519", port)
-    with pytest.raises(SshUnavailable) as err:
-        trust_on_first_use(plan, state)
+    with SshServer(host_key, client_key, _hostname_srv, sessions=1) as server:
+        known = state / "ssh" / "known_hosts"
+        known.write_text(f"[127.0.0.1]:{server.port} {old.get_name()} {old.get_base64()}\n")
+        plan = _static_plan(state / "ssh" / "id_ed25519", server.port)
+        with pytest.raises(SshUnavailable) as err:
+            trust_on_first_use(plan, state)
     assert err.value.kind == "hostkey-mismatch" and "man-in-the-middle" in err.value.hint
     assert host_key.get_base64() not in known.read_text()
 
@@ -113,13 +112,13 @@ def test_a_changed_host_key_is_never_re_recorded(tmp_path: Path, home: Path) -> 
 def test_the_users_known_hosts_is_trusted_for_static_hosts(tmp_path: Path, home: Path) -> None:
     host_key = paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
-    port = _ssh_server(host_key, client_key, 1)
-    (home / ".ssh" / "known_hosts").write_text(
-        f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
-    plan = _static_plan(state / "ssh" / "id_ed25519", port)
-    assert known_hosts_files(plan, state) == (state / "ssh" / "known_hosts",
-                                              home / ".ssh" / "known_hosts")
-    assert _hostname(plan, state) == "srv\n"
+    with SshServer(host_key, client_key, _hostname_srv, sessions=1) as server:
+        (home / ".ssh" / "known_hosts").write_text(
+            f"[127.0.0.1]:{server.port} {host_key.get_name()} {host_key.get_base64()}\n")
+        plan = _static_plan(state / "ssh" / "id_ed25519", server.port)
+        assert known_hosts_files(plan, state) == (state / "ssh" / "known_hosts",
+                                                  home / ".ssh" / "known_hosts")
+        assert _hostname(plan, state) == "srv\n"
 
 
 def test_ansible_never_switches_checking_off(tmp_path: Path, home: Path) -> None:
@@ -177,57 +176,6 @@ def test_provision_refuses_untrusted_host_keys_before_any_phase(
 # --- provision end to end: a static host whose host key changed ----------------------------
 
 
-@dataclass
-class Requests:
-    """What clients asked of the recording SSH server."""
-
-    connections: int = 0
-    logins: list[str] = field(default_factory=list)  # users that tried to authenticate
-    channels: list[str] = field(default_factory=list)
-    commands: list[bytes] = field(default_factory=list)
-    subsystems: list[str] = field(default_factory=list)  # sftp (scp is a command)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class _RecordingServer(paramiko.ServerInterface):
-    """Lets root in with one key and records every request; a command gets exit status 1
-    and no output, so a client that got this far fails fast instead of hanging."""
-
-    def __init__(self, allowed: paramiko.PKey, seen: Requests) -> None:
-        self.allowed, self.seen = allowed, seen
-        self.event = threading.Event()
-
-    def _note(self, what: list[Any], item: object) -> None:
-        with self.seen.lock:
-            what.append(item)
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "publickey"
-
-    def check_auth_none(self, username: str) -> int:
-        self._note(self.seen.logins, username)
-        return AUTH_FAILED
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        self._note(self.seen.logins, username)
-        ok = username == "root" and key.asbytes() == self.allowed.asbytes()
-        return AUTH_SUCCESSFUL if ok else AUTH_FAILED
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        self._note(self.seen.channels, kind)
-        return OPEN_SUCCEEDED
-
-    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        self._note(self.seen.commands, command)
-        self.event.set()
-        return True
-
-    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
-        self._note(self.seen.subsystems, name)
-        self.event.set()
-        return False
-
-
 def _own_address() -> str | None:
     """This machine's address on its default route: a static host must not be loopback."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -240,50 +188,18 @@ def _own_address() -> str | None:
 
 
 @pytest.fixture
-def recording_server(tmp_path: Path) -> Iterator[tuple[str, int, paramiko.PKey, Requests,
-                                                       Path]]:
-    """(address, port, host key, requests, client key file) of an SSH server on this
-    machine's own address, for as long as the test runs."""
+def recording_server(tmp_path: Path) -> Iterator[tuple[SshServer, Path]]:
+    """An SSH server on this machine's own address for as long as the test runs, and the
+    client key file it lets root in with. A command gets exit status 1 and no output, so a
+    client that got this far fails fast instead of hanging."""
     address = _own_address()
     if address is None:
         pytest.skip("no non-loopback IPv4 address to serve a static host on")
     host_key = paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
-    seen = Requests()
-    listener = socket.create_server((address, 0))
-    port: int = listener.getsockname()[1]
-
-    def handle(conn: socket.socket) -> None:
-        transport = paramiko.Transport(conn)
-        transport.add_server_key(host_key)
-        server = _RecordingServer(client_key, seen)
-        try:
-            transport.start_server(server=server)
-            chan = transport.accept(5)
-            if chan is not None:
-                server.event.wait(5)
-                chan.send_exit_status(1)
-                chan.close()
-        except (paramiko.SSHException, OSError, EOFError):
-            pass  # a client that refused the host key hung up
-        finally:
-            transport.close()
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:  # closed at the end of the test
-                return
-            with seen.lock:
-                seen.connections += 1
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield address, port, host_key, seen, state / "ssh" / "id_ed25519"
-    finally:
-        listener.close()
+    with SshServer(host_key, client_key, lambda command: (1, b"", b""), address=address,
+                   timeout=5) as server:
+        yield server, state / "ssh" / "id_ed25519"
 
 
 def _network_not_holding(address: str) -> str:
@@ -297,8 +213,9 @@ def _network_not_holding(address: str) -> str:
 
 def test_a_static_host_whose_host_key_changed_is_refused_before_anything_is_copied(
         tmp_path: Path, home: Path,
-        recording_server: tuple[str, int, paramiko.PKey, Requests, Path]) -> None:
-    address, port, host_key, seen, key = recording_server
+        recording_server: tuple[SshServer, Path]) -> None:
+    server, key = recording_server
+    address, port, host_key = server.address, server.port, server.host_key
     # The user logged in before; the host now presents another key (reinstalled, or a man
     # in the middle). Its address and port are right: only the key differs.
     old = paramiko.ECDSAKey.generate()
@@ -327,9 +244,9 @@ def test_a_static_host_whose_host_key_changed_is_refused_before_anything_is_copi
     assert f"ssh-keygen -R {address}" in out and "man-in-the-middle" in out
     # The controller reached the host, saw its key and went no further: no login, no
     # session, no command (not even the survey's read-only probe), no sftp.
-    with seen.lock:
-        assert seen.connections >= 1
-        assert (seen.logins, seen.channels, seen.commands, seen.subsystems) == ([], [], [], [])
+    seen = server.requests()
+    assert seen.connections >= 1
+    assert (seen.logins, seen.channels, seen.commands, seen.subsystems) == ((), (), (), ())
     # No phase ran: a run directory (events, Ansible's artifacts, the summary) is made only
     # after the survey passes.
     cluster = state_root / "clusters" / "st"

@@ -28,7 +28,6 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_SUCCEEDED
 from typer.testing import CliRunner
 
 from provisioner import cli_verify
@@ -61,6 +60,7 @@ from provisioner.verify.transport import (
     TlsClient,
     TransportError,
 )
+from tests.fixtures.ssh_server import SshServer
 
 SPEC = """
 apiVersion: provisioner.dev/v1alpha1
@@ -924,69 +924,12 @@ def test_result_rows_are_frozen() -> None:
         row.status = "fail"  # type: ignore[misc]
 
 
-# --- real network: paramiko against a tiny in-process SSH server ----------------------------
+# --- real network: paramiko against the in-process SSH server of tests/fixtures ------------
 
 
-class _ExecServer(paramiko.ServerInterface):
-    """Accepts one public key and answers ``hostname`` with ``srv``."""
-
-    def __init__(self, allowed: paramiko.PKey) -> None:
-        self.allowed = allowed
-        self.event = threading.Event()
-        self.command = b""
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        return OPEN_SUCCEEDED
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "publickey"
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        ok = username == "root" and key.asbytes() == self.allowed.asbytes()
-        return AUTH_SUCCESSFUL if ok else AUTH_FAILED
-
-    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
-        self.command = command
-        self.event.set()
-        return True
-
-
-def _ssh_server(host_key: paramiko.PKey, client_key: paramiko.PKey, sessions: int,
-                accept_timeout: float = 10) -> int:
-    listener = socket.create_server(("127.0.0.1", 0))
-    port: int = listener.getsockname()[1]
-
-    def handle(conn: socket.socket) -> None:
-        transport = paramiko.Transport(conn)
-        transport.add_server_key(host_key)
-        server = _ExecServer(client_key)
-        try:
-            transport.start_server(server=server)
-        except (paramiko.SSHException, OSError):
-            return  # a client that refused our host key hung up mid-handshake
-        chan = transport.accept(accept_timeout)
-        if chan is None:
-            return
-        server.event.wait(10)
-        chan.sendall(b"srv\n" if server.command == b"hostname" else b"")
-        chan.send_exit_status(0)
-        chan.close()
-
-    def serve() -> None:
-        # Each session on its own thread: one that opens no channel (a refused login, a key
-        # scan) must not hold up the next client's handshake past its timeout under load.
-        listener.settimeout(10)
-        try:
-            for _ in range(sessions):
-                conn, _ = listener.accept()
-                threading.Thread(target=handle, args=(conn,), daemon=True).start()
-        except TimeoutError:
-            pass
-        finally:
-            listener.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return port
+def _hostname_srv(command: str) -> tuple[int, bytes, bytes]:
+    """The test host's answer: ``hostname`` prints ``srv``, anything else prints nothing."""
+    return 0, b"srv\n" if command == "hostname" else b"", b""
 
 
 def _ssh_state(tmp_path: Path) -> tuple[Path, paramiko.PKey]:
@@ -1010,15 +953,15 @@ def _ssh_plan(port: int) -> Plan:
 def test_real_ssh_with_pinned_host_key(tmp_path: Path) -> None:
     host_key = paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
-    port = _ssh_server(host_key, client_key, 1)
-    (state / "ssh" / "known_hosts").write_text(
-        f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
-    lo = _ssh_plan(port)
-    runner = ParamikoRunner(ssh_settings(lo, state), 3)
-    try:
-        result = runner.run(lo.hosts[0], "hostname", 5, False)
-    finally:
-        runner.close()
+    with SshServer(host_key, client_key, _hostname_srv, sessions=1) as server:
+        (state / "ssh" / "known_hosts").write_text(
+            f"[127.0.0.1]:{server.port} {host_key.get_name()} {host_key.get_base64()}\n")
+        lo = _ssh_plan(server.port)
+        runner = ParamikoRunner(ssh_settings(lo, state), 3)
+        try:
+            result = runner.run(lo.hosts[0], "hostname", 5, False)
+        finally:
+            runner.close()
     assert result == CommandResult(0, "srv\n", "")
 
 
@@ -1026,14 +969,15 @@ def test_real_ssh_unknown_host_key_fails_clearly(tmp_path: Path) -> None:
     host_key = paramiko.ECDSAKey.generate()
     other = paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
-    port = _ssh_server(host_key, client_key, 1)
-    (state / "ssh" / "known_hosts").write_text(
-        f"[127.0.0.1]:{port} {other.get_name()} {other.get_base64()}\n")
-    lo = _ssh_plan(port)
-    runner = ParamikoRunner(ssh_settings(lo, state), 3)
-    ctx = build_context(lo, state, ssh=runner, https=FakeHttps(FakeCluster(lo)), timeout=3)
-    outcome = host_checks.ssh(ctx, "lo-cp1")
-    runner.close()
+    with SshServer(host_key, client_key, _hostname_srv, sessions=1) as server:
+        (state / "ssh" / "known_hosts").write_text(
+            f"[127.0.0.1]:{server.port} {other.get_name()} {other.get_base64()}\n")
+        lo = _ssh_plan(server.port)
+        runner = ParamikoRunner(ssh_settings(lo, state), 3)
+        ctx = build_context(lo, state, ssh=runner, https=FakeHttps(FakeCluster(lo)),
+                            timeout=3)
+        outcome = host_checks.ssh(ctx, "lo-cp1")
+        runner.close()
     assert outcome.status == "fail"
     assert "host key differs" in outcome.evidence
     assert "ssh-keygen -R" in outcome.hint
