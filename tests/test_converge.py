@@ -186,6 +186,54 @@ def test_every_kind_of_drift_is_a_difference(rendered: tuple[Any, Any]) -> None:
         assert len(compare(want, report)) == 1, label
 
 
+def test_a_turned_off_backup_is_a_difference_until_its_files_are_gone(
+        tmp_path: Path) -> None:
+    """spec.etcd.backup on: its timer is a unit the survey wants enabled and active. Off:
+    its timer, unit and script must be absent, so a cluster that had it runs the etcd phase
+    (whose role removes them) instead of reporting itself converged."""
+    on = build_plan(parse(SPEC.replace("  workers: {count: 2}\n",
+                                       "  workers: {count: 2}\n  etcd: {backup: {}}\n")))
+    material, _ = prepare(on, tmp_path / "state", tmp_path)
+    want_on = desired(on, render(on, material, None), ["etcd"], {}, Path("/nonexistent"),
+                      PLAYBOOKS)["cv-cp1"]
+    assert want_on.units["etcd-backup.timer"] == "etcd"
+    assert want_on.absent == []
+    stopped = _converged(want_on)
+    stopped["units"]["etcd-backup.timer"]["active"] = "inactive"
+    assert [str(d) for d in compare(want_on, stopped)] == [
+        "unit etcd-backup.timer: inactive, want active"]
+
+    off = build_plan(parse(SPEC))
+    material, _ = prepare(off, tmp_path / "state", tmp_path)
+    wants = desired(off, render(off, material, None), ["etcd"], {}, Path("/nonexistent"),
+                    PLAYBOOKS)
+    want = wants["cv-cp2"]
+    assert "etcd-backup.timer" not in want.units
+    gone = ["/etc/systemd/system/etcd-backup.timer", "/etc/systemd/system/etcd-backup.service",
+            "/usr/local/sbin/provisioner-etcd-backup"]
+    assert sorted(p for p, _ in want.absent) == sorted(gone)
+    assert want.request()["absent"] == [p for p, _ in want.absent]
+    left = {**_converged(want), "present": ["/etc/systemd/system/etcd-backup.timer"]}
+    assert [str(d) for d in compare(want, left)] == [
+        "file /etc/systemd/system/etcd-backup.timer: present, want absent"]
+    reports = {h: _converged(w) for h, w in wants.items()}
+    reports["cv-cp2"] = left
+    surveys = {h: HostSurvey(h, r, compare(wants[h], r)) for h, r in reports.items()}
+    assert targets(off, surveys) == {"etcd": ["cv-cp1", "cv-cp2", "cv-cp3"],
+                                     "preflight": ["cv-cp1", "cv-cp2", "cv-cp3"]}
+
+
+def test_probe_reports_which_paths_that_must_be_absent_exist(tmp_path: Path) -> None:
+    there = tmp_path / "etcd-backup.timer"
+    there.write_text("[Timer]\n")
+    dangling = tmp_path / "link"
+    dangling.symlink_to(tmp_path / "nowhere")
+    want = HostWant("h", absent=[(str(there), "etcd"), (str(tmp_path / "gone"), "etcd"),
+                                 (str(dangling), "etcd")])
+    report = _probe(_with(want, pending_dir="", identity="", cache=""))
+    assert report["present"] == [str(there), str(dangling)]
+
+
 def test_an_unknown_desired_state_runs_its_phases(
         rendered: tuple[Any, Any]) -> None:
     plan, tree = rendered

@@ -97,6 +97,16 @@ class Component(ABC):
     def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
         """Every file this component needs on ``host``."""
 
+    def absent(self, plan: Plan, host: HostPlan) -> tuple[str, ...]:
+        """Paths this component's role removes from ``host`` (what an option the spec turned
+        off had installed): the survey runs the phase while one of them is there."""
+        return ()
+
+    def units(self, plan: Plan, host: HostPlan) -> tuple[str, ...]:
+        """Units besides ``service`` (with their suffix, e.g. a ``.timer``) that the role
+        keeps enabled and active on ``host``."""
+        return ()
+
 
 def pem_pair(material: Material, store_name: str, host_stem: str, restarts: tuple[str, ...]
              ) -> list[File]:

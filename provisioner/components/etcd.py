@@ -108,6 +108,16 @@ class Etcd(Component):
             *(backup_files(plan.name, host.name, backup) if backup is not None else []),
         ]
 
+    def absent(self, plan: Plan, host: HostPlan) -> tuple[str, ...]:
+        """The backup's files, when ``spec.etcd.backup`` is not set (turned off)."""
+        if plan.cluster.spec.etcd.backup is not None:
+            return ()
+        return (BACKUP_TIMER, BACKUP_SERVICE, BACKUP_SCRIPT)
+
+    def units(self, plan: Plan, host: HostPlan) -> tuple[str, ...]:
+        """The backup's timer, when ``spec.etcd.backup`` is set."""
+        return (f"{BACKUP_UNIT}.timer",) if plan.cluster.spec.etcd.backup is not None else ()
+
 
 def backup_files(cluster_name: str, host: str, backup: EtcdBackup) -> list[File]:
     """The backup script, its oneshot unit and the timer. None restarts anything: the etcd

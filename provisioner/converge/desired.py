@@ -56,6 +56,7 @@ class HostWant:
     files: list[WantFile] = field(default_factory=list)
     dirs: list[tuple[str, int, str]] = field(default_factory=list)  # (path, mode, phase)
     units: dict[str, str] = field(default_factory=dict)  # service -> phase
+    absent: list[tuple[str, str]] = field(default_factory=list)  # (path, phase): must not exist
     sysctl_file: str | None = None
     modules: tuple[str, ...] = ()
     debs: list[tuple[str, str, str]] = field(default_factory=list)  # (package, version, phase)
@@ -70,6 +71,7 @@ class HostWant:
             "files": [[f.path, f.kind != "file"] for f in self.files],
             "dirs": [d[0] for d in self.dirs],
             "units": sorted(self.units),
+            "absent": [path for path, _ in self.absent],
             "pending_dir": PENDING_DIR,
             "sysctl_file": self.sysctl_file,
             "modules": list(self.modules),
@@ -207,8 +209,11 @@ def desired(plan: Plan, tree: RenderedTree, selected: Collection[str],
                                        None if f.secret else f.content))
         _artifacts(want, plan, host, here, artifacts, cache, deb_cache)
         for c in ALL:
-            if c.name in here and c.service:
-                want.units[c.service] = here[c.name]
+            if c.name not in here:
+                continue
+            for unit in ((c.service,) if c.service else ()) + c.units(plan, host):
+                want.units[unit] = here[c.name]
+            want.absent += [(path, here[c.name]) for path in c.absent(plan, host)]
         if "os" in here:
             want.dirs += [(str(d["path"]), int(str(d["mode"]), 8), "os")
                           for d in os_defaults.get("os_directories", [])]

@@ -8,6 +8,7 @@ changes nothing except its own hash cache. It reports, for what the request name
   (binaries) are hashed through a cache keyed by size, mtime, ctime and inode, like git's
   index: writing or chmod-ing a file moves its ctime, which no user call can set back, so a
   changed file is always hashed again. Entries younger than two seconds are not cached.
+- paths that must not exist: those that do;
 - directories: mode, uid and gid; units: ActiveState and UnitFileState; restart markers;
   live sysctls that differ from the sysctl file; kernel modules neither loaded nor built in;
   Debian packages not installed at a version; addon manifests not applied (record or objects
@@ -123,7 +124,8 @@ def _units(names: list[str]) -> dict[str, Any]:
     if not names:
         return {}
     rc, out, err = _run(["systemctl", "show", "--property=Id,LoadState,ActiveState,"
-                         "UnitFileState", "--", *(n + ".service" for n in names)])
+                         "UnitFileState", "--",
+                         *(n if "." in n else n + ".service" for n in names)])
     result: dict[str, Any] = {n: None for n in names}
     if rc != 0:
         return {"error": err.strip() or "systemctl show failed"}
@@ -270,6 +272,7 @@ def _main(request_text: str) -> None:
     report = {
         "files": files,
         "dirs": _dirs(request.get("dirs", [])),
+        "present": [p for p in request.get("absent", []) if os.path.lexists(p)],
         "units": _units(request.get("units", [])),
         "pending": _pending(request["pending_dir"]) if request.get("pending_dir") else [],
         "sysctl": _sysctl(request["sysctl_file"]) if request.get("sysctl_file") else [],

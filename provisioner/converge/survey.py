@@ -92,6 +92,9 @@ def compare(want: HostWant, report: Mapping[str, Any]) -> list[Difference]:
             problems.append(f"owner {uid}:{gid}, want root:root")
         if problems:
             out.append(Difference(h, f.phases, f.kind, f.path, ", ".join(problems), f.secret))
+    present = set(report.get("present", []))
+    out += [Difference(h, (phase,), "file", path, "present, want absent")
+            for path, phase in want.absent if path in present]
     dirs = report.get("dirs", {})
     for path, mode, phase in want.dirs:
         have = dirs.get(path)
