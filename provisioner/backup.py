@@ -187,10 +187,10 @@ def etcd_restore(spec_file: Path, state_dir: Path | None, snapshot: Path, force:
     seconds; raises ``BackupError`` before any host is touched when the snapshot is not
     this cluster's or is damaged."""
     from provisioner.components.etcd import etcd_flags
-    from provisioner.provision import _plan_and_select
+    from provisioner.provision import plan_and_select
 
     started = time.monotonic()
-    plan, _ = _plan_and_select(spec_file, None, None, state_dir)
+    plan, _ = plan_and_select(spec_file, None, None, state_dir)
     check_snapshot(plan, snapshot, force)
     initial = dict(etcd_flags(plan, plan.etcd[0]))["initial-cluster"]
 

@@ -19,11 +19,11 @@ from provisioner.plan import Plan
 from provisioner.providers.connections import read_connections
 from provisioner.providers.reach import reach, trusted_files
 from provisioner.provision import (
-    _plan_and_select,
-    _render,
     cluster_lock,
     new_run_id,
     pinned_ssh_args,
+    plan_and_select,
+    render_state,
 )
 from provisioner.state import cluster_dir, private_dir
 
@@ -44,12 +44,12 @@ def run_day2(spec_file: Path, state_dir: Path | None, playbook: str, name: str,
              progress: ProgressSink) -> Day2Run:
     """Run ``playbook`` on ``hosts(plan)``; ``extravars(plan, state_dir, run_id)`` adds
     variables. Raises ``ProvisionError`` when the run cannot start (spec, lock, PKI)."""
-    plan, _ = _plan_and_select(spec_file, None, None, state_dir)
+    plan, _ = plan_and_select(spec_file, None, None, state_dir)
     sdir = cluster_dir(plan.name, state_dir)
     with cluster_lock(sdir):
         connections = read_connections(sdir)
         reaches = reach(plan, sdir, connections)
-        rendered, _ = _render(plan, sdir, spec_file.resolve().parent, connections)
+        rendered, _ = render_state(plan, sdir, spec_file.resolve().parent, connections)
         pdd = rendered / "runner"
         run_id = new_run_id()
         run_dir = private_dir(sdir / "runs" / run_id)

@@ -248,8 +248,10 @@ def _artifact_extravars(plan: Plan, selected: tuple[Phase, ...], spec_dir: Path
     return dict(artifacts_extravars(fetched))
 
 
-def _render(plan: Plan, sdir: Path, spec_dir: Path, connections: Mapping[str, Connection]
-            ) -> tuple[Path, RenderedTree]:
+def render_state(plan: Plan, sdir: Path, spec_dir: Path,
+                 connections: Mapping[str, Connection]) -> tuple[Path, RenderedTree]:
+    """The cluster's material prepared (PKI, keys, the admin kubeconfigs) and its tree
+    rendered into ``<state>/rendered``; ``ProvisionError`` when the material cannot be."""
     from provisioner.render.material import MaterialError, prepare, write_admin_kubeconfig
     from provisioner.render.tree import render, write_tree
 
@@ -298,8 +300,8 @@ class PlanDiff:
     changed_hosts: int
 
 
-def _plan_and_select(spec_file: Path, only: list[str] | None, skip: list[str] | None,
-                     state_dir: Path | None) -> tuple[Plan, tuple[Phase, ...]]:
+def plan_and_select(spec_file: Path, only: list[str] | None, skip: list[str] | None,
+                    state_dir: Path | None) -> tuple[Plan, tuple[Phase, ...]]:
     """The spec's plan and the selected phases (``ProvisionError`` on a bad spec, exit 2 on a
     bad selection); ``state_dir`` is exported for the providers and SSH helpers."""
     if state_dir is not None:
@@ -327,7 +329,7 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
     from provisioner.render.material import MaterialError, prepare
     from provisioner.render.tree import render
 
-    plan, selected = _plan_and_select(spec_file, only, skip, state_dir)
+    plan, selected = plan_and_select(spec_file, only, skip, state_dir)
     spec_dir = spec_file.resolve().parent
     sdir = (state_dir if state_dir is not None else state_root()) / "clusters" / plan.name
     if not (sdir / "pki" / "ca.crt").is_file():
@@ -462,7 +464,7 @@ def provision(
     (``PHASE_AFTER``); ``parallel=False`` runs one phase at a time.
     """
     started = time.monotonic()
-    plan, selected = _plan_and_select(spec_file, only, skip, state_dir)
+    plan, selected = plan_and_select(spec_file, only, skip, state_dir)
     spec_dir = spec_file.resolve().parent
     sdir = cluster_dir(plan.name, state_dir)
     notes: list[str] = list(plan.warnings)
@@ -476,7 +478,7 @@ def provision(
         # Read once, after the machines are up: Ansible and the survey reach hosts alike.
         connections = read_connections(sdir)
         reaches = reach(plan, sdir, connections)
-        rendered, tree = _render(plan, sdir, spec_dir, connections)
+        rendered, tree = render_state(plan, sdir, spec_dir, connections)
         steps["render"] = time.monotonic() - mark
         if trust_on_first_use:
             _record_host_keys(plan, sdir, progress)
