@@ -16,7 +16,6 @@ directory only ``*.crt`` files are opened.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -34,7 +33,7 @@ from cryptography.x509.oid import NameOID
 from provisioner.components import ALL
 from provisioner.components.node import KUBELET_DIR, Kubelet
 from provisioner.plan.model import HostPlan, Plan
-from provisioner.render.material import EncryptionKey
+from provisioner.render.standin import StandInMaterial
 from provisioner.render.tree import render
 
 if TYPE_CHECKING:
@@ -169,57 +168,10 @@ class Inventory:
 # --- which files: the rendered tree -------------------------------------------------------
 
 
-def _pem(label: str, body: bytes) -> bytes:
-    return (f"-----BEGIN {label}-----\n".encode() + base64.b64encode(body)
-            + f"\n-----END {label}-----\n".encode())
-
-
-class _StandIn:
-    """``Material`` whose every secret is a stand-in: rendering with it gives the real paths
-    and shows which files are certificates (their content starts with a certificate block
-    whatever the certificate) without reading the state directory or the spec's files."""
-
-    def cert(self, name: str) -> bytes:
-        """A stand-in certificate block."""
-        return _pem("CERTIFICATE", f"stand-in {name}".encode())
-
-    def key(self, name: str) -> bytes:
-        """A stand-in key block."""
-        return _pem("PRIVATE KEY", f"stand-in {name}".encode())
-
-    def sa_public(self) -> bytes:
-        """A stand-in public key."""
-        return _pem("PUBLIC KEY", b"stand-in sa")
-
-    def sa_private(self) -> bytes:
-        """A stand-in private key."""
-        return _pem("PRIVATE KEY", b"stand-in sa")
-
-    def encryption_key(self) -> bytes:
-        """A stand-in 32-byte key, base64."""
-        return base64.b64encode(bytes(32))
-
-    def encryption_keys(self) -> list[EncryptionKey]:
-        """The stand-in key."""
-        return [EncryptionKey("key1", self.encryption_key())]
-
-    def vrrp_seed(self) -> bytes:
-        """A stand-in seed."""
-        return b"stand-in"
-
-    def registry_password(self, host: str) -> str:
-        """A stand-in password."""
-        return "stand-in"
-
-    def registry_ca(self, host: str) -> bytes:
-        """A stand-in CA bundle (installed on the hosts, so listed)."""
-        return self.cert(f"registry {host}")
-
-
 def host_cert_files(plan: Plan) -> dict[str, tuple[CertFile, ...]]:
     """Per host, every file of the rendered tree whose content starts with a certificate
     (combined certificate+key files included), plus the kubelet's rotated pair on nodes."""
-    tree = render(plan, _StandIn(), None)
+    tree = render(plan, StandInMaterial(), None)
     phase_of = {c.name: c.phase for c in ALL}
     out: dict[str, tuple[CertFile, ...]] = {}
     for host in plan.hosts:

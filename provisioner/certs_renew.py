@@ -35,7 +35,8 @@ from provisioner.pki.store import cert_path, key_path
 from provisioner.pki.validate import SERVICE_ACCOUNT
 from provisioner.plan.model import Plan
 from provisioner.provision import ProvisionError, cluster_lock
-from provisioner.render.material import EncryptionKey, prepare, write_admin_kubeconfig
+from provisioner.render.material import prepare, write_admin_kubeconfig
+from provisioner.render.standin import StandInMaterial
 from provisioner.render.tree import render
 
 STATE_ONLY = "the state directory only"  # where a leaf no host holds is (e.g. super-admin)
@@ -98,57 +99,10 @@ def select_leaves(plan: Plan, only: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(n for n in valid if n in wanted)
 
 
-def _pem(label: str, body: bytes) -> bytes:
-    return (f"-----BEGIN {label}-----\n".encode() + base64.b64encode(body)
-            + f"\n-----END {label}-----\n".encode())
-
-
-class _Tagged:
-    """``Material`` whose every certificate and key is a block naming it: a rendered file
-    holds the certificate ``name`` exactly when it holds ``cert(name)`` (as is, or base64 as
-    a kubeconfig embeds it). Nothing is read from the state directory or the spec's files."""
-
-    def cert(self, name: str) -> bytes:
-        """A block naming the certificate."""
-        return _pem("CERTIFICATE", f"renew-probe certificate {name}".encode())
-
-    def key(self, name: str) -> bytes:
-        """A block naming the key."""
-        return _pem("PRIVATE KEY", f"renew-probe key {name}".encode())
-
-    def sa_public(self) -> bytes:
-        """A stand-in public key."""
-        return _pem("PUBLIC KEY", b"renew-probe sa")
-
-    def sa_private(self) -> bytes:
-        """A stand-in private key."""
-        return _pem("PRIVATE KEY", b"renew-probe sa")
-
-    def encryption_key(self) -> bytes:
-        """A stand-in 32-byte key, base64."""
-        return base64.b64encode(bytes(32))
-
-    def encryption_keys(self) -> list[EncryptionKey]:
-        """The stand-in key."""
-        return [EncryptionKey("key1", self.encryption_key())]
-
-    def vrrp_seed(self) -> bytes:
-        """A stand-in seed."""
-        return b"renew-probe"
-
-    def registry_password(self, host: str) -> str:
-        """A stand-in password."""
-        return "renew-probe"
-
-    def registry_ca(self, host: str) -> bytes:
-        """A stand-in CA bundle."""
-        return _pem("CERTIFICATE", f"renew-probe registry {host}".encode())
-
-
 def leaf_phases(plan: Plan) -> dict[str, tuple[str, ...]]:
     """Every leaf -> the phases that install it on some host, in plan order (empty: it stays
     in the state directory, as super-admin does)."""
-    material = _Tagged()
+    material = StandInMaterial()
     tree = render(plan, material, None)
     phase_of = {c.name: c.phase for c in ALL}
     marks = {n: (material.cert(n), base64.b64encode(material.cert(n)))
