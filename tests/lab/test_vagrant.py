@@ -33,6 +33,7 @@ module started are ended by their PIDs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -296,6 +297,27 @@ def _purge(spec: Path, times: dict[str, float]) -> None:
     times["cleanup: machines down --purge"] = round(time.monotonic() - t0, 1)
 
 
+@contextlib.contextmanager
+def _user_flow(tmp_path_factory: pytest.TempPathFactory, report: Report, flow: str,
+               data: dict[str, Any], phases: Sequence[str] | None
+               ) -> Iterator[tuple[Path, dict[str, str], dict[str, float]]]:
+    """(spec, environment, times) of one flow: its own directory and state root, the spec
+    written with its artifacts; whatever the flow made is purged and the report written
+    when it ends."""
+    times = report.setdefault(flow, {})
+    base = tmp_path_factory.mktemp(f"vagrant-{flow}")
+    env = _user_env(base)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROVISIONER_STATE_DIR", env["PROVISIONER_STATE_DIR"])
+        spec = _write_spec(base / "cluster.yaml", data, phases, times)
+        env["PROVISIONER_SPEC"] = str(spec)
+        try:
+            yield spec, env, times
+        finally:
+            _purge(spec, times)
+            _write_report(report)
+
+
 def _write_report(report: Report) -> None:
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(json.dumps(report, indent=1) + "\n")
@@ -435,29 +457,20 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, libvirt: None, box_ready: No
           report: Report) -> Iterator[SmokeFlow]:
     """``vagrant up --no-provision``, then ``provisioner provision SPEC --machines-running
     --only preflight,os,runtime,etcd``; the VMs are destroyed when the class is done."""
-    times = report.setdefault("smoke", {})
-    base = tmp_path_factory.mktemp("vagrant-smoke")
-    env = _user_env(base)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROVISIONER_STATE_DIR", env["PROVISIONER_STATE_DIR"])
-        spec = _write_spec(base / "cluster.yaml", SPEC, SMOKE_PHASES, times)
-        env["PROVISIONER_SPEC"] = str(spec)
-        state = cluster_dir(NAME)
-        try:
-            up = _run(["vagrant", "up", "--no-provision"], env, base / "logs",
-                      SMOKE_UP_TIMEOUT, times)
-            if up.returncode != 0:
-                pytest.fail(f"`vagrant up --no-provision` failed:\n{up.stdout[-4000:]}")
-            logins_after_up, summary_after_up = read_connections(state), last_summary(state)
-            only = ",".join(SMOKE_PHASES)
-            provision = _run([str(PROVISIONER), "provision", str(spec), "--machines-running",
-                              "--only", only], env, base / "logs", SMOKE_PROVISION_TIMEOUT,
-                             times, f"provisioner provision --machines-running --only {only}")
-            yield SmokeFlow(spec, env, state, base / "logs", times, up, logins_after_up,
-                            summary_after_up, provision)
-        finally:
-            _purge(spec, times)
-            _write_report(report)
+    with _user_flow(tmp_path_factory, report, "smoke", SPEC, SMOKE_PHASES) as (spec, env,
+                                                                              times):
+        base, state = spec.parent, cluster_dir(NAME)
+        up = _run(["vagrant", "up", "--no-provision"], env, base / "logs", SMOKE_UP_TIMEOUT,
+                  times)
+        if up.returncode != 0:
+            pytest.fail(f"`vagrant up --no-provision` failed:\n{up.stdout[-4000:]}")
+        logins_after_up, summary_after_up = read_connections(state), last_summary(state)
+        only = ",".join(SMOKE_PHASES)
+        provision = _run([str(PROVISIONER), "provision", str(spec), "--machines-running",
+                          "--only", only], env, base / "logs", SMOKE_PROVISION_TIMEOUT,
+                         times, f"provisioner provision --machines-running --only {only}")
+        yield SmokeFlow(spec, env, state, base / "logs", times, up, logins_after_up,
+                        summary_after_up, provision)
 
 
 class TestSmoke:
@@ -532,19 +545,9 @@ class TestSmoke:
 def full(tmp_path_factory: pytest.TempPathFactory, libvirt: None, box_ready: None,
          report: Report, lab_registry_up: lab_registry.LabRegistry) -> Iterator[Flow]:
     """Plain ``vagrant up``: the VMs, then the trigger's converge and verify."""
-    times = report.setdefault("full", {})
-    base = tmp_path_factory.mktemp("vagrant-full")
-    env = _user_env(base)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROVISIONER_STATE_DIR", env["PROVISIONER_STATE_DIR"])
-        spec = _write_spec(base / "cluster.yaml", FULL_SPEC, None, times)
-        env["PROVISIONER_SPEC"] = str(spec)
-        try:
-            up = _run(["vagrant", "up"], env, base / "logs", UP_TIMEOUT, times)
-            yield Flow(spec, env, cluster_dir(NAME), base / "logs", times, up)
-        finally:
-            _purge(spec, times)
-            _write_report(report)
+    with _user_flow(tmp_path_factory, report, "full", FULL_SPEC, None) as (spec, env, times):
+        up = _run(["vagrant", "up"], env, spec.parent / "logs", UP_TIMEOUT, times)
+        yield Flow(spec, env, cluster_dir(NAME), spec.parent / "logs", times, up)
 
 
 @full_only
