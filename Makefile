@@ -53,12 +53,15 @@ typecheck: $(PY)
 # Everything: unit, golden, CLI and the end-to-end tests on local nspawn machines (root).
 # The lab's artifacts are built first, in the open (the lab tests reuse them); the lab tests
 # start the lab registry themselves (and stop it if they started it).
+# The unit tests on every core (pytest-xdist), then the lab tests one at a time (they share
+# the lab network); both always run, and the target fails if either did.
 test: lint typecheck lab-artifacts
-	$(VENV)/bin/pytest -q --durations=30 $(PYTEST_ARGS)
+	rc=0; $(VENV)/bin/pytest -q -n auto -m "not lab" $(PYTEST_ARGS) || rc=$$?; \
+	$(VENV)/bin/pytest -q --durations=30 -m lab $(PYTEST_ARGS) || rc=$$?; exit $$rc
 
 # Without the lab machines (no root needed).
 test-unit:
-	$(VENV)/bin/pytest -q -m "not lab" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -n auto -m "not lab" $(PYTEST_ARGS)
 
 test-lab:
 	$(VENV)/bin/pytest -q -m lab $(PYTEST_ARGS)

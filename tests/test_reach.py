@@ -73,11 +73,25 @@ def _verify(plan: Plan, state: Path,
     def connect(self: paramiko.SSHClient, hostname: str, **kw: Any) -> None:
         calls.append({"hostname": hostname, **kw})
 
-    def exec_command(self: paramiko.SSHClient, command: str, **kw: Any) -> Any:
-        raise paramiko.SSHException(command)  # the runner returns it as the result
+    class ChannelDouble:
+        def settimeout(self, timeout: float) -> None:
+            pass
+
+        def exec_command(self, command: str) -> None:
+            raise paramiko.SSHException(command)  # the runner returns it as the result
+
+        def close(self) -> None:
+            pass
+
+    class TransportDouble:
+        def is_active(self) -> bool:
+            return True
+
+        def open_session(self, timeout: float | None = None) -> ChannelDouble:
+            return ChannelDouble()
 
     monkeypatch.setattr(paramiko.SSHClient, "connect", connect)
-    monkeypatch.setattr(paramiko.SSHClient, "exec_command", exec_command)
+    monkeypatch.setattr(paramiko.SSHClient, "get_transport", lambda self: TransportDouble())
     monkeypatch.setattr(paramiko.SSHClient, "load_host_keys",
                         lambda self, f: loaded.append(f))
     ssh = build_context(plan, state).ssh

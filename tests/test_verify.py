@@ -965,6 +965,26 @@ def test_real_ssh_with_pinned_host_key(tmp_path: Path) -> None:
     assert result == CommandResult(0, "srv\n", "")
 
 
+def test_real_ssh_connects_again_after_the_host_closed_the_connection(
+        tmp_path: Path) -> None:
+    """The test server hangs up after each command (as a rebooted host or a restarted sshd
+    does): the next command logs in again instead of failing on the dead connection."""
+    host_key = paramiko.ECDSAKey.generate()
+    state, client_key = _ssh_state(tmp_path)
+    with SshServer(host_key, client_key, _hostname_srv) as server:
+        (state / "ssh" / "known_hosts").write_text(
+            f"[127.0.0.1]:{server.port} {host_key.get_name()} {host_key.get_base64()}\n")
+        lo = _ssh_plan(server.port)
+        runner = ParamikoRunner(ssh_settings(lo, state), 3)
+        try:
+            results = [runner.run(lo.hosts[0], "hostname", 5, False) for _ in range(3)]
+        finally:
+            runner.close()
+        logins = server.requests().connections
+    assert results == [CommandResult(0, "srv\n", "")] * 3
+    assert logins == 3
+
+
 def test_real_ssh_unknown_host_key_fails_clearly(tmp_path: Path) -> None:
     host_key = paramiko.ECDSAKey.generate()
     other = paramiko.ECDSAKey.generate()

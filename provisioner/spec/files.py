@@ -31,6 +31,9 @@ from provisioner.spec.models import Cluster, NspawnProvider
 Kind = Literal["ca", "password", "ssh-key", "artifacts"]
 # Files read whole are read up to this size: a CA bundle of every public root is ~200 KB.
 _MAX_READ = 1 << 20
+# A resolved path in an error is shown whole up to this length (deep checkouts, CI temp
+# directories); only a path no real file has is cut.
+SHOWN_PATH = 240
 
 
 @dataclass(frozen=True)
@@ -223,8 +226,9 @@ def _file_hint(f: LocalFile) -> str:
 
 
 def _shown_path(path: Path) -> str:
+    """``path`` as an error shows it: whole, unless absurdly long (hostile input)."""
     text = str(path)
-    return text if len(text) <= 120 else text[:119] + "…"
+    return text if len(text) <= SHOWN_PATH else text[:SHOWN_PATH - 1] + "…"
 
 
 def _missing_hint(f: LocalFile, base: Path) -> str:

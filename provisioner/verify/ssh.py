@@ -13,6 +13,7 @@ host costs one connect timeout, not one per check.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import shlex
 import socket
@@ -136,6 +137,11 @@ def trust_on_first_use(plan: Plan, state_dir: Path, timeout: float = 10.0) -> li
     return recorded
 
 
+def _active(client: paramiko.SSHClient) -> bool:
+    transport = client.get_transport()
+    return transport is not None and transport.is_active()
+
+
 class ParamikoRunner:
     """``SshRunner`` over paramiko with ``RejectPolicy``: unknown host keys fail."""
 
@@ -151,6 +157,9 @@ class ParamikoRunner:
             host_lock = self._host_locks.setdefault(host.name, threading.Lock())
         with host_lock:
             got = self._clients.get(host.name)
+            if isinstance(got, paramiko.SSHClient) and not _active(got):
+                got.close()  # the host closed the connection (rebooted, sshd restarted)
+                got = None
             if got is None:
                 try:
                     got = self._connect(host)
@@ -214,6 +223,11 @@ class ParamikoRunner:
                     "always checked)") from None
             raise SshUnavailable(host.name, "ssh", f"{where}: {exc}",
                                  f"try `ssh -p {s.port} {s.user}@{addr}` by hand") from None
+        except EOFError:
+            client.close()
+            raise SshUnavailable(host.name, "ssh", f"{where}: the host closed the connection "
+                                 "while logging in", f"try `ssh -p {s.port} {s.user}@{addr}` "
+                                 "by hand; is sshd on it overloaded (MaxStartups)?") from None
         except TimeoutError:
             client.close()
             raise SshUnavailable(host.name, "timeout",
@@ -226,25 +240,70 @@ class ParamikoRunner:
                                  f"is {host.name} up and reachable from here?") from None
         return client
 
+    def _started(self, host: HostPlan, command: str, timeout: float
+                 ) -> paramiko.Channel | CommandResult:
+        """A session channel to ``host`` on which ``command`` has started. When the channel
+        cannot be opened or the host refuses the command, the connection is made again and
+        the command tried once more: a host that closed the connection since the last
+        command (a reboot, an sshd restart) never ran it, so trying again is safe."""
+        for attempt in (1, 2):
+            client = self._client(host)
+            transport = client.get_transport()
+            chan: paramiko.Channel | None = None
+            try:
+                if transport is None:
+                    raise EOFError("not connected")
+                chan = transport.open_session(timeout=timeout)
+                chan.settimeout(timeout)
+                chan.exec_command(command)  # waits for the host to accept it
+                return chan
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if chan is not None:
+                    with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
+                        chan.close()
+                if attempt == 2 or isinstance(exc, TimeoutError):
+                    return CommandResult(-1, "", f"SSH session error: "
+                                                 f"{str(exc) or type(exc).__name__}")
+                self._forget(host, client)
+        raise AssertionError("unreachable")
+
+    def _forget(self, host: HostPlan, client: paramiko.SSHClient) -> None:
+        with self._lock:
+            host_lock = self._host_locks.setdefault(host.name, threading.Lock())
+        with host_lock:
+            if self._clients.get(host.name) is client:
+                del self._clients[host.name]
+        client.close()
+
     def run(self, host: HostPlan, command: str, timeout: float, root: bool = False,
             stdin: bytes | None = None) -> CommandResult:
         """See ``SshRunner.run``."""
-        client = self._client(host)
         if root and self._settings[host.name].become:
             command = "sudo -n sh -c " + shlex.quote(command)
+        chan = self._started(host, command, timeout)
+        if isinstance(chan, CommandResult):
+            return chan
+        # The channel itself, not SSHClient.exec_command's stdin file: closing (or collecting)
+        # that file sends EOF from this thread while paramiko's own thread may be answering
+        # the host's CLOSE, and an EOF that arrives after the CLOSE names a channel sshd has
+        # freed: it then drops the whole connection ("ieof packet referred to nonexistent
+        # channel"), failing every check running on it (seen in the lab). EOF is sent only
+        # for input, which the command reads before it can exit; close() sends EOF and CLOSE
+        # together, in order.
         try:
-            sin, stdout, stderr = client.exec_command(command, timeout=timeout)
             if stdin:
-                sin.write(stdin)
-                sin.channel.shutdown_write()
-            sin.close()
-            out = stdout.read().decode("utf-8", "replace")
-            err = stderr.read().decode("utf-8", "replace")
-            status = stdout.channel.recv_exit_status()
+                chan.sendall(stdin)
+                chan.shutdown_write()
+            out = chan.makefile("rb").read().decode("utf-8", "replace")
+            err = chan.makefile_stderr("rb").read().decode("utf-8", "replace")
+            status = chan.recv_exit_status()
         except TimeoutError:
             return CommandResult(-1, "", f"timed out after {timeout:g}s")
-        except paramiko.SSHException as exc:
-            return CommandResult(-1, "", f"SSH session error: {exc}")
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            return CommandResult(-1, "", f"SSH session error: {str(exc) or type(exc).__name__}")
+        finally:
+            with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
+                chan.close()  # fails when the host has closed the connection already
         return CommandResult(status, out, err)
 
     def close(self) -> None:
