@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from provisioner.artifacts.bundle import removal_extravars
 from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.cli_provision import _fail, err, out
 from provisioner.day2 import run_day2
@@ -54,7 +55,9 @@ def reset(
     progress = progress_for(err, verbose=verbose)
 
     def extravars(p: Plan, sdir: object, run_id: str) -> dict[str, object]:
-        return {"reset_etcd_data": not keep_etcd_data}
+        # What the roles remove: the packaged manifest's install lists (the lab found every
+        # binary left when reset had none).
+        return {"reset_etcd_data": not keep_etcd_data, **removal_extravars(p)}
 
     try:
         with progress:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner.artifacts.fetch import MANIFEST_JSON
 from provisioner.artifacts.files import record_text, write_tar
-from provisioner.artifacts.manifest import Manifest, default_manifest
+from provisioner.artifacts.manifest import Manifest, default_manifest, needed
 from provisioner.artifacts.model import FetchedArtifact
+
+if TYPE_CHECKING:
+    from provisioner.plan.model import Plan
 
 
 def layout_path(fa: FetchedArtifact, manifest: Manifest | None = None) -> str:
@@ -83,3 +86,22 @@ def artifacts_extravars(fetched: dict[str, FetchedArtifact]) -> dict[str, Any]:
             for name, fa in sorted(fetched.items())
         }
     }
+
+
+def removal_extravars(plan: Plan) -> dict[str, Any]:
+    """``{"provisioner_artifacts": {name: {...}}}`` for a reset: every artifact of ``plan``
+    with the kind and install list the packaged manifest gives it, so the roles know what to
+    remove; nothing is fetched (``path`` is empty)."""
+    man = default_manifest()
+    out: dict[str, Any] = {}
+    for name in needed(plan):
+        rel = man.release_for(name, plan)
+        out[name] = {
+            "path": "",
+            "sha256": rel.sha256 or "",
+            "kind": rel.kind,
+            "version": rel.version,
+            "install": [{"member": i.member, "dest": i.dest, "mode": i.mode}
+                        for i in rel.install],
+        }
+    return {"provisioner_artifacts": out}
