@@ -8,13 +8,16 @@ provision changes nothing; ``verify --json`` is stable; a
 corrupted apiserver certificate, a wrong etcd endpoint and a stopped etcd majority each
 fail the right check with a hint, and the next provision repairs the first two; losing one
 of three control-plane nodes is reported while the apiserver is still served through the LB.
+Then day 2 on the same cluster: the admin split and CIS modes, kubelet certificate rotation,
+encryption-key rotation and certificate renewal (both while a client polls the apiserver
+through a load balancer), etcd backups (by command and by timer), restore of 10,000 objects
+after losing every member's data and after losing quorum, and reset followed by provision.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -502,15 +505,6 @@ def test_etcd_backup_is_checked_described_and_bounded(cluster: Cluster, tmp_path
                            ).strip() == "", h.name
 
 
-# Issue 14 work in progress: in the lab the restore after losing every member's data
-# passes (97 s), but the restore after quorum loss leaves verify failing, and reset has not
-# passed yet. Run them by hand with PROVISIONER_DAY2_LAB=1 until they do.
-DAY2_IN_PROGRESS = pytest.mark.skipif(
-    os.environ.get("PROVISIONER_DAY2_LAB") != "1",
-    reason="issue 14 in progress: restore after quorum loss and reset do not pass in the lab "
-    "yet; run with PROVISIONER_DAY2_LAB=1")
-
-
 def _etcd_members_stop_and_lose_data(cluster: Cluster, names: list[str]) -> None:
     for name in names:
         cluster.run(name, "systemctl stop etcd && rm -rf /var/lib/etcd/member")
@@ -617,7 +611,6 @@ def test_certs_renew_rolls_out_every_leaf_while_the_apiserver_is_served(
     assert_converged(cluster.provision(), 5)
 
 
-@DAY2_IN_PROGRESS
 def test_etcd_restore_brings_back_every_object_after_losing_all_data(
         cluster: Cluster, tmp_path: Path) -> None:
     """Issue 14's restore acceptance: 10,000 ConfigMaps in 5 namespaces and a Deployment,
@@ -676,7 +669,6 @@ def test_etcd_restore_brings_back_every_object_after_losing_all_data(
         _kubectl(cluster, "delete", "namespace", n, "--wait=false")
 
 
-@DAY2_IN_PROGRESS
 def test_reset_keeping_etcd_data_then_provision_again(cluster: Cluster) -> None:
     """`reset --keep-etcd-data`: every service, pod, binary, iptables chain of kube-proxy and
     pod-network device is gone, SSH still works; the next provision starts the stopped etcd
