@@ -270,6 +270,8 @@ def test_second_run_changes_nothing(lab: Lab) -> None:
 
 
 def _services(lab: Lab, node: str) -> dict[str, str]:
+    """Each unit's main PID and start time; for haproxy also its workers' PIDs, since a new
+    configuration reloads it (its master starts new workers and keeps its PID)."""
     units = ["containerd", "haproxy"] + (["etcd"] if "cp" in node else [])
     out = lab.run(node, "systemctl show -p Id -p MainPID -p ActiveEnterTimestampMonotonic "
                   + " ".join(units)).stdout
@@ -277,10 +279,15 @@ def _services(lab: Lab, node: str) -> dict[str, str]:
     for block in out.strip().split("\n\n"):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
         result[props["Id"]] = f"{props['MainPID']}@{props['ActiveEnterTimestampMonotonic']}"
+    master = result["haproxy.service"].split("@")[0]
+    workers = lab.run(node, f"pgrep -P {master} | sort", check=False).stdout.split()
+    result["haproxy.service"] += "/" + ",".join(workers)
     return result
 
 
 def test_drift_is_restored_and_only_its_service_restarts(lab: Lab) -> None:
+    """A hand-edited haproxy.cfg on one node is restored, and only that node's haproxy is
+    restarted or reloaded (a configuration change reloads it: new workers, same master)."""
     target, path = "lab-w1", "/etc/haproxy/haproxy.cfg"
     manifest = json.loads((lab.state / "rendered" / "hosts" / f"{target}.json").read_text())
     entry = next(f for f in manifest["files"] if f["path"] == path)
