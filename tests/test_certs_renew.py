@@ -303,12 +303,17 @@ def test_renew_of_a_state_only_certificate_converges_no_phase(
     assert "in the state directory only" in output
 
 
+def _refusal_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                   ) -> tuple[Path, dict[str, bytes], ProvisionDouble]:
+    """A provisioned state directory, its files as they are, and a provision double that
+    must not be called: for the runs that refuse or only list."""
+    sdir = _provisioned(tmp_path, _plan())
+    return sdir, _files(sdir), _double(monkeypatch, sdir, [])
+
+
 def test_renew_with_an_unknown_or_ca_name_exits_2_and_changes_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = _plan()
-    sdir = _provisioned(tmp_path, plan)
-    before = _files(sdir)
-    double = _double(monkeypatch, sdir, [])
+    sdir, before, double = _refusal_setup(tmp_path, monkeypatch)
     code, output = _renew(tmp_path, "--yes", "--only", "apiserver,front-proxy-ca")
     assert code == 2, output
     assert "'front-proxy-ca' is a CA: CA rotation is not done yet" in output
@@ -318,10 +323,7 @@ def test_renew_with_an_unknown_or_ca_name_exits_2_and_changes_nothing(
 
 def test_renew_asks_first_and_a_no_changes_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = _plan()
-    sdir = _provisioned(tmp_path, plan)
-    before = _files(sdir)
-    double = _double(monkeypatch, sdir, [])
+    sdir, before, double = _refusal_setup(tmp_path, monkeypatch)
     code, output = _renew(tmp_path, stdin="n\n")
     assert code == 1, output
     assert "Renew 27 certificates of cluster lab" in output
@@ -332,10 +334,7 @@ def test_renew_asks_first_and_a_no_changes_nothing(
 
 def test_dry_run_lists_names_expiry_and_phases_and_changes_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    plan = _plan()
-    sdir = _provisioned(tmp_path, plan)
-    before = _files(sdir)
-    double = _double(monkeypatch, sdir, [])
+    sdir, before, double = _refusal_setup(tmp_path, monkeypatch)
     code, output = _renew(tmp_path, "--dry-run", "--only", "apiserver,super-admin")
     assert code == 0, output
     stamp = f"{_cert(sdir, 'apiserver').not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
