@@ -221,6 +221,14 @@ def _virsh(*args: str) -> str:
                           text=True, check=True, timeout=60).stdout
 
 
+def _volumes(pool: str) -> list[str]:
+    """The names in ``virsh vol-list POOL``'s table (Debian 12's virsh 9.0 has no
+    ``--name`` for vol-list): the first column of each row under the dashed rule."""
+    table = _virsh("vol-list", pool).splitlines()
+    rule = next((i for i, line in enumerate(table) if line.startswith("---")), len(table))
+    return [row.split()[0] for row in table[rule + 1:] if row.strip()]
+
+
 def _clear_leftovers(cluster: str) -> None:
     """Domains, volumes and networks of this module's own cluster that an interrupted earlier
     run left in libvirt (its Vagrant state went with its tmp dir): without this, `vagrant up`
@@ -233,8 +241,8 @@ def _clear_leftovers(cluster: str) -> None:
             subprocess.run(["virsh", "-c", "qemu:///system", "destroy", domain],
                            capture_output=True, check=False, timeout=120)
             _virsh("undefine", domain, "--remove-all-storage")
-    for pool in _virsh("pool-list", "--all", "--name").split():
-        for volume in _virsh("vol-list", pool, "--name").split():
+    for pool in _virsh("pool-list", "--name").split():  # an inactive pool lists nothing
+        for volume in _volumes(pool):
             if volume.startswith(prefix):
                 print(f"removing libvirt volume {pool}/{volume} left by an earlier run")
                 _virsh("vol-delete", volume, "--pool", pool)
