@@ -112,9 +112,9 @@ def prune(directory: Path, cluster: str, keep: int) -> list[Path]:
 
 
 def etcd_backup(spec_file: Path, state_dir: Path | None, out: Path | None, keep: int | None,
-                progress: ProgressSink) -> tuple[Backup, list[Path], float]:
+                progress: ProgressSink, held: bool = False) -> tuple[Backup, list[Path], float]:
     """Take, check and store one snapshot; then prune to ``keep``. Returns the backup, the
-    files pruned and the seconds taken."""
+    files pruned and the seconds taken. ``held``: the caller holds the cluster lock."""
     started = time.monotonic()
     holder: dict[str, Path] = {}
 
@@ -125,7 +125,7 @@ def etcd_backup(spec_file: Path, state_dir: Path | None, out: Path | None, keep:
 
     run = run_day2(spec_file, state_dir, "etcd-backup.yml", "etcd-backup",
                    lambda plan: [h.name for h in plan.hosts if h.machine.is_etcd],
-                   extravars, progress)
+                   extravars, progress, held)
     fetched = holder["fetched"]
     try:
         if not run.result.succeeded:

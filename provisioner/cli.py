@@ -19,6 +19,7 @@ from provisioner.cli_certs import app as certs_app
 from provisioner.cli_encryption import app as encryption_app
 from provisioner.cli_etcd import app as etcd_app
 from provisioner.cli_machines import app as machines_app
+from provisioner.cli_nodes import app as nodes_app
 from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.cli_provision import app as provision_app
 from provisioner.cli_reset import app as reset_app
@@ -215,6 +216,7 @@ app.add_typer(vagrant_app, name="vagrant")
 app.add_typer(encryption_app, name="encryption-key")
 app.add_typer(etcd_app, name="etcd")
 app.add_typer(certs_app, name="certs")
+app.add_typer(nodes_app, name="node", help="Take worker nodes out of the cluster.")
 # provision and status are top-level commands defined beside the provision flow.
 app.registered_commands += provision_app.registered_commands
 app.registered_commands += reset_app.registered_commands

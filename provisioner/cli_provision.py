@@ -24,6 +24,7 @@ from rich.text import Text
 
 from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.execute import JsonProgress, ProgressSink, progress_for
+from provisioner.membership import DEFAULT_DRAIN_TIMEOUT
 from provisioner.provision import ProvisionError, ProvisionResult, last_summary, provision
 from provisioner.state import ENV_ROOT, cluster_dir
 from provisioner.verify import table as verify_table
@@ -180,6 +181,14 @@ def provision_cmd(
         "--json", help="Write progress as JSON Lines to stdout (one event a line: "
         "phase_started, task_started, task_finished, phase_finished, note, and last the "
         "run summary); human messages go to stderr.")] = False,
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Remove the workers the last provision converged that are no "
+        "longer in the spec (cordon, drain respecting PodDisruptionBudgets, delete the "
+        "Node, reset the host) before converging; without it such a spec is refused.")
+    ] = False,
+    drain_timeout: Annotated[int, typer.Option(
+        "--drain-timeout", min=10, help="Seconds a --prune drain may take per run before "
+        "it stops (the node stays cordoned).")] = DEFAULT_DRAIN_TIMEOUT,
 ) -> None:
     """Converge the hosts: one survey finds what differs from the plan, then the selected
     phases' playbooks run where something differs (independent phases at the same time),
@@ -195,7 +204,8 @@ def provision_cmd(
                 attach_machines(file, state_dir, progress)
             result = provision(file, split_list(only), split_list(skip), state_dir,
                                not (no_machines or machines_running), progress,
-                               replace_identity, trust_on_first_use, full, parallel=not serial)
+                               replace_identity, trust_on_first_use, full, parallel=not serial,
+                               prune=prune, drain_timeout=drain_timeout)
     except ProvisionError as exc:
         _fail(f"error: {exc}", exc.exit_code)
     if isinstance(progress, JsonProgress):

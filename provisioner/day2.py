@@ -24,7 +24,9 @@ from provisioner.provision import (
     pinned_ssh_args,
     plan_and_select,
     render_state,
+    scratch_render,
 )
+from provisioner.render.tree import write_tree
 from provisioner.state import cluster_dir, private_dir
 
 
@@ -38,28 +40,46 @@ class Day2Run:
     run_id: str
 
 
+def run_rendered(plan: Plan, sdir: Path, spec_dir: Path, out: Path, playbook: str, name: str,
+                 hosts: list[str], extravars: dict[str, Any], progress: ProgressSink,
+                 run_id: str | None = None, scratch: bool = False) -> Day2Run:
+    """Render ``plan`` into ``out`` (its inventory and host files) and run ``playbook`` on
+    ``hosts`` with the pinned logins; the caller holds the cluster lock. With ``scratch`` the
+    state's PKI is left as it is (``scratch_render``): node removal renders the cluster as
+    last provisioned this way, into a directory of its own next to the spec's ``rendered/``."""
+    connections = read_connections(sdir)
+    reaches = reach(plan, sdir, connections)
+    if scratch:
+        write_tree(scratch_render(plan, sdir, spec_dir, connections), out)
+        rendered = out
+    else:
+        rendered, _ = render_state(plan, sdir, spec_dir, connections, out)
+    pdd = rendered / "runner"
+    run_id = run_id or new_run_id()
+    run_dir = private_dir(sdir / "runs" / run_id)
+    variables = {
+        "ansible_ssh_args": pinned_ssh_args(
+            rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", ""), trusted_files(reaches)),
+        "provisioner_run_id": run_id,
+        # The roles' file lists (reset removes what the manifests name) read it.
+        "provisioner_rendered_dir": str((rendered / "hosts").resolve()),
+        **extravars,
+    }
+    result = run_playbook(pdd, playbook, hosts, variables, run_dir, name, progress)
+    return Day2Run(plan, result, run_dir, run_id)
+
+
 def run_day2(spec_file: Path, state_dir: Path | None, playbook: str, name: str,
              hosts: Callable[[Plan], list[str]], extravars: Callable[[Plan, Path, str],
                                                                      dict[str, Any]],
-             progress: ProgressSink) -> Day2Run:
+             progress: ProgressSink, held: bool = False) -> Day2Run:
     """Run ``playbook`` on ``hosts(plan)``; ``extravars(plan, state_dir, run_id)`` adds
-    variables. Raises ``ProvisionError`` when the run cannot start (spec, lock, PKI)."""
+    variables. Raises ``ProvisionError`` when the run cannot start (spec, lock, PKI).
+    ``held``: the caller holds the cluster lock already."""
     plan, _ = plan_and_select(spec_file, None, None, state_dir)
     sdir = cluster_dir(plan.name, state_dir)
-    with cluster_lock(sdir):
-        connections = read_connections(sdir)
-        reaches = reach(plan, sdir, connections)
-        rendered, _ = render_state(plan, sdir, spec_file.resolve().parent, connections)
-        pdd = rendered / "runner"
+    with cluster_lock(sdir, held):
         run_id = new_run_id()
-        run_dir = private_dir(sdir / "runs" / run_id)
-        variables = {
-            "ansible_ssh_args": pinned_ssh_args(
-                rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", ""), trusted_files(reaches)),
-            "provisioner_run_id": run_id,
-            # The roles' file lists (reset removes what the manifests name) read it.
-            "provisioner_rendered_dir": str((rendered / "hosts").resolve()),
-            **extravars(plan, sdir, run_id),
-        }
-        result = run_playbook(pdd, playbook, hosts(plan), variables, run_dir, name, progress)
-    return Day2Run(plan, result, run_dir, run_id)
+        return run_rendered(plan, sdir, spec_file.resolve().parent, sdir / "rendered",
+                            playbook, name, hosts(plan), extravars(plan, sdir, run_id),
+                            progress, run_id)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provisioner.artifacts import artifacts_extravars, fetch
 from provisioner.converge import HostSurvey, HostWant, survey_json
@@ -42,6 +42,7 @@ from provisioner.execute import (
     run_playbook,
 )
 from provisioner.execute.runner import rendered_envvars
+from provisioner.membership import DEFAULT_DRAIN_TIMEOUT
 from provisioner.plan import (
     Phase,
     PhaseSelectionError,
@@ -59,6 +60,9 @@ from provisioner.spec import SpecError, load_file
 from provisioner.state import ENV_ROOT, cluster_dir, private_dir, state_root, write_private
 from provisioner.verify import CheckResult, summary_line, to_json, verify
 from provisioner.verify.ssh import ParamikoRunner, SshRunner
+
+if TYPE_CHECKING:
+    from provisioner.upgrade import Upgrade
 
 SUMMARY_FILE = "summary.json"
 SURVEY_FILE = "survey.json"
@@ -173,8 +177,12 @@ def new_run_id() -> str:
 
 
 @contextmanager
-def cluster_lock(sdir: Path) -> Iterator[None]:
-    """Hold the cluster's provision lock, or fail at once if another run holds it."""
+def cluster_lock(sdir: Path, held: bool = False) -> Iterator[None]:
+    """Hold the cluster's provision lock, or fail at once if another run holds it; ``held``:
+    the caller is a step of a run that holds it already (provision's pre-upgrade snapshot)."""
+    if held:
+        yield
+        return
     with (sdir / "provision.lock").open("a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -249,9 +257,11 @@ def _artifact_extravars(plan: Plan, selected: tuple[Phase, ...], spec_dir: Path
 
 
 def render_state(plan: Plan, sdir: Path, spec_dir: Path,
-                 connections: Mapping[str, Connection]) -> tuple[Path, RenderedTree]:
+                 connections: Mapping[str, Connection], out: Path | None = None
+                 ) -> tuple[Path, RenderedTree]:
     """The cluster's material prepared (PKI, keys, the admin kubeconfigs) and its tree
-    rendered into ``<state>/rendered``; ``ProvisionError`` when the material cannot be."""
+    rendered into ``out`` (``<state>/rendered``); ``ProvisionError`` when the material
+    cannot be."""
     from provisioner.render.material import MaterialError, prepare, write_admin_kubeconfig
     from provisioner.render.tree import render, write_tree
 
@@ -261,7 +271,7 @@ def render_state(plan: Plan, sdir: Path, spec_dir: Path,
         write_admin_kubeconfig(plan, material, sdir)
     except MaterialError as exc:
         raise ProvisionError(str(exc)) from None
-    out = sdir / "rendered"
+    out = out or sdir / "rendered"
     write_tree(tree, out)
     return out, tree
 
@@ -317,17 +327,36 @@ def plan_and_select(spec_file: Path, only: list[str] | None, skip: list[str] | N
         raise ProvisionError(str(exc), exit_code=2) from None
 
 
+def scratch_render(plan: Plan, sdir: Path, spec_dir: Path,
+                   connections: Mapping[str, Connection]) -> RenderedTree:
+    """``plan`` rendered from a temporary copy of the state's PKI and secrets, so nothing in
+    the state directory changes (a certificate the plan would reissue is reissued in the
+    copy only): for ``plan --diff``, and for rendering the cluster as last provisioned."""
+    import shutil
+    import tempfile
+
+    from provisioner.render.material import MaterialError, prepare
+    from provisioner.render.tree import render
+
+    with tempfile.TemporaryDirectory(prefix="provisioner-scratch-") as tmp:
+        copy = Path(tmp) / "state"
+        private_dir(copy)
+        for sub in ("pki", "secrets"):
+            if (sdir / sub).is_dir():
+                shutil.copytree(sdir / sub, copy / sub)
+        try:
+            material, _ = prepare(plan, copy, spec_dir)
+            return render(plan, material, default_key(plan, sdir), connections)
+        except MaterialError as exc:
+            raise ProvisionError(str(exc)) from None
+
+
 def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
               state_dir: Path | None) -> PlanDiff:
     """Render the spec from the cluster's state and compare every host with it, changing
     nothing: the PKI is prepared in a temporary copy of the state (a certificate that a
     provision would reissue shows as a change), and hosts are only read."""
-    import shutil
-    import tempfile
-
     from provisioner.converge.diff import diff_json, diff_text
-    from provisioner.render.material import MaterialError, prepare
-    from provisioner.render.tree import render
 
     plan, selected = plan_and_select(spec_file, only, skip, state_dir)
     spec_dir = spec_file.resolve().parent
@@ -340,17 +369,7 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
                                                         "hosts": {}, "state": None}) + "\n",
             len(plan.hosts))
     connections = read_connections(sdir)
-    with tempfile.TemporaryDirectory(prefix="provisioner-diff-") as tmp:
-        copy = Path(tmp) / "state"
-        private_dir(copy)
-        for sub in ("pki", "secrets"):
-            if (sdir / sub).is_dir():
-                shutil.copytree(sdir / sub, copy / sub)
-        try:
-            material, _ = prepare(plan, copy, spec_dir)
-            tree = render(plan, material, default_key(plan, sdir), connections)
-        except MaterialError as exc:
-            raise ProvisionError(str(exc)) from None
+    tree = scratch_render(plan, sdir, spec_dir, connections)
     artifacts = _artifact_extravars(plan, selected, spec_dir)["provisioner_artifacts"]
     runner = ParamikoRunner(reach(plan, sdir, connections), 10.0)
     try:
@@ -363,8 +382,47 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
         text = diff_text(wants, surveys, fetch_text)
     finally:
         runner.close()
-    changed = sum(1 for s in surveys.values() if s.differences)
-    return PlanDiff(text, diff_json(wants, surveys), changed)
+    lines, summary = cluster_changes(plan, sdir, surveys)
+    changed = sum(1 for s in surveys.values() if s.differences) + len(summary["leaving"])
+    data = json.loads(diff_json(wants, surveys))
+    data["cluster"] = summary
+    data["changed_hosts"] = changed
+    return PlanDiff("".join(f"{line}\n" for line in lines) + text,
+                    json.dumps(data, indent=1) + "\n", changed)
+
+
+def cluster_changes(plan: Plan, sdir: Path, surveys: Mapping[str, HostSurvey]
+                    ) -> tuple[list[str], dict[str, Any]]:
+    """What ``plan --diff`` says about the cluster as a whole before the hosts' details:
+    hosts joining (holding no cluster identity yet), hosts that left the spec (refused
+    unless ``--prune``, which would drain and reset them), and the release change, step by
+    step, or why it is refused."""
+    from provisioner.membership import left_spec, read_applied
+    from provisioner.upgrade import UpgradeRefused, check
+
+    joining = [h for h, s in sorted(surveys.items()) if s.report is not None and not s.identity]
+    gone = left_spec(plan, read_applied(sdir))
+    lines: list[str] = []
+    upgrade: dict[str, Any] | None = None
+    if joining:
+        lines.append(f"joining: {', '.join(joining)} (new hosts: every selected phase runs "
+                     "there; the other hosts change only where the diff below says)")
+    if gone:
+        lines.append(f"leaving: {', '.join(gone)} (no longer in the spec): provision refuses "
+                     "until they are removed; with --prune it first cordons and drains each, "
+                     "deletes its Node and resets the host")
+    try:
+        up = check(plan, surveys)
+    except UpgradeRefused as exc:
+        lines.append(f"refused: {exc}")
+        upgrade = {"to": plan.version, "refused": str(exc)}
+    else:
+        if up is not None:
+            lines += up.steps(plan)
+            upgrade = {"to": plan.version, "from": up.sources, "hosts": up.behind}
+    if lines:
+        lines.append("")
+    return lines, {"joining": joining, "leaving": gone, "upgrade": upgrade}
 
 
 def _check_identity(plan: Plan, sdir: Path, rendered: Path,
@@ -390,6 +448,38 @@ def _check_identity(plan: Plan, sdir: Path, rendered: Path,
         "it). To replace the cluster's CAs and keys on purpose (every component and client "
         "gets new certificates; Secrets encrypted with the old key become unreadable), run "
         "provision again with --replace-identity.")
+
+
+def _check_upgrade(plan: Plan, surveys: dict[str, HostSurvey]) -> Upgrade | None:
+    """The upgrade the spec asks for (``provisioner.upgrade``), or ``ProvisionError`` when
+    the hosts cannot go to its release; nothing was changed then."""
+    from provisioner.upgrade import UpgradeRefused, check
+
+    try:
+        return check(plan, surveys)
+    except UpgradeRefused as exc:
+        raise ProvisionError(str(exc)) from None
+
+
+def _pre_upgrade_snapshot(spec_file: Path, state_dir: Path | None,
+                          progress: ProgressSink) -> str:
+    """An etcd snapshot into the state directory before an upgrade changes anything."""
+    from provisioner.backup import BackupError, etcd_backup
+
+    try:
+        backup, _, seconds = etcd_backup(spec_file, state_dir, None, None, progress, held=True)
+    except BackupError as exc:
+        raise ProvisionError(f"upgrade preflight: {exc}; nothing was upgraded") from None
+    progress.note(f"pre-upgrade etcd snapshot: {backup.path} ({seconds:.1f}s)")
+    return f"pre-upgrade etcd snapshot {backup.path}"
+
+
+def _removal_failure(result: PhaseResult, names: list[str]) -> str:
+    failure = result.error or next((f"{h}: {f.task}: {f.message}"
+                                    for h, r in result.hosts.items() for f in r.failures),
+                                   f"{result.phase} failed")
+    return (f"prune of {', '.join(names)} stopped: {failure}. Nothing else was changed; "
+            "provision again with --prune to go on")
 
 
 def _report_survey(surveys: dict[str, HostSurvey], targets: dict[str, list[str]] | None,
@@ -449,6 +539,8 @@ def provision(
     trust_on_first_use: bool = False,
     full: bool = False,
     parallel: bool = True,
+    prune: bool = False,
+    drain_timeout: int = DEFAULT_DRAIN_TIMEOUT,
 ) -> ProvisionResult:
     """Converge the hosts of ``spec_file``: the selected phases, in order, stopping at the
     first failure. ``machines`` brings the provider's machines up first (nspawn, vagrant).
@@ -462,11 +554,26 @@ def provision(
     cluster-wide phase), so a converged cluster costs one round trip. ``full`` runs every
     selected phase on all its hosts. Independent phases run at the same time
     (``PHASE_AFTER``); ``parallel=False`` runs one phase at a time.
+
+    Hosts the last provision converged that left the spec are refused (never dropped
+    silently) unless ``prune``, which drains and resets them first (``provisioner.nodes``).
+    A ``kubernetesVersion`` the hosts cannot go to (a skipped minor, a downgrade) is refused
+    after the survey, before any phase; an upgrade first takes an etcd snapshot.
     """
+    from provisioner.membership import left_spec, read_applied, refusal, write_applied
+    from provisioner.nodes import plan_removal, remove_locked
+
     started = time.monotonic()
     plan, selected = plan_and_select(spec_file, only, skip, state_dir)
     spec_dir = spec_file.resolve().parent
     sdir = cluster_dir(plan.name, state_dir)
+    applied = read_applied(sdir)
+    gone = left_spec(plan, applied)
+    pruning = None
+    if gone and applied is not None:
+        if not prune:
+            raise ProvisionError(refusal(plan, gone, applied))
+        pruning = plan_removal(plan, sdir, gone, applied)
     notes: list[str] = list(plan.warnings)
     steps: dict[str, float] = {"load": time.monotonic() - started}
     with cluster_lock(sdir):
@@ -502,9 +609,26 @@ def provision(
             runner.close()
         if not replace_identity:
             _check_identity(plan, sdir, rendered, surveys)
+        upgrade = _check_upgrade(plan, surveys)
         targets = None if full else phase_hosts(plan, surveys)
         steps["survey"] = time.monotonic() - surveyed
         _report_survey(surveys, targets, steps["survey"], progress)
+        if upgrade is not None:
+            for line in upgrade.steps(plan):
+                progress.note(line)
+            mark = time.monotonic()
+            notes.append(_pre_upgrade_snapshot(spec_file, state_dir, progress))
+            steps["snapshot"] = time.monotonic() - mark
+        if pruning is not None:
+            mark = time.monotonic()
+            progress.note(f"prune: removing {', '.join(pruning.names)} (left the spec): "
+                          "cordon, drain, delete the Node, reset the host")
+            removed = remove_locked(pruning, sdir, pruning.spec_dir or spec_dir,
+                                    drain_timeout, progress)
+            if removed.failed is not None:
+                raise ProvisionError(_removal_failure(removed.failed, pruning.names))
+            notes.append(f"pruned {', '.join(pruning.names)} in {removed.seconds:.1f}s")
+            steps["prune"] = time.monotonic() - mark
         pdd = rendered / "runner"
         rendered_args = rendered_envvars(pdd).get("ANSIBLE_SSH_ARGS", "")
         # Extra vars outrank env/envvars for the ssh plugin's ``ssh_args`` option: every
@@ -520,6 +644,10 @@ def provision(
         results, skipped, failure = _run_phases(plan, selected, pdd, base_vars, run_dir,
                                                 progress, targets, parallel)
         steps["phases"] = time.monotonic() - mark
+        if results:
+            # Every host the phases touched now belongs to the cluster: a later spec without
+            # it is refused, not silently dropped.
+            write_applied(sdir, plan, spec_file)
         checks: list[CheckResult] = []
         if failure is None and any(p.name == "verify" for p in selected):
             mark = time.monotonic()

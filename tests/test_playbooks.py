@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOKS = ROOT / "playbooks"
 ROLES = PLAYBOOKS / "roles"
 PHASE_PLAYBOOKS = [
-    "preflight", "os", "runtime", "etcd", "lb", "control-plane", "node", "addons", "reset"
+    "preflight", "os", "runtime", "etcd", "lb", "control-plane", "node", "addons", "reset",
+    "node-remove"
 ]
 TASK_NAME = re.compile(r"^[A-Za-z0-9-]+ \| [A-Z]")
 BLOCK_KEYS = ("block", "rescue", "always")

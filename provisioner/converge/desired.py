@@ -31,6 +31,10 @@ from provisioner.render.tree import RenderedTree
 CLUSTER_WIDE = frozenset({"etcd", "control-plane", "addons"})
 IDENTITY_PATH = "/etc/provisioner/identity"
 PROBE_CACHE = "/var/lib/provisioner/probe-cache.json"
+# The programs whose ``--version`` says which Kubernetes release a host runs (the upgrade
+# policy reads them): where artifacts.yaml installs them.
+VERSION_PROGRAMS = (("kube-apiserver", "/usr/local/bin/kube-apiserver"),
+                    ("kubelet", "/usr/local/bin/kubelet"))
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class HostWant:
             "addons": self.addons,
             "cni_check": self.cni_check,
             "identity": IDENTITY_PATH,
+            "versions": dict(VERSION_PROGRAMS),
             "cache": PROBE_CACHE,
         }
 

@@ -12,7 +12,8 @@ changes nothing except its own hash cache. It reports, for what the request name
 - directories: mode, uid and gid; units: ActiveState and UnitFileState; restart markers;
   live sysctls that differ from the sysctl file; kernel modules neither loaded nor built in;
   Debian packages not installed at a version; addon manifests not applied (record or objects
-  missing); whether containerd loaded the CNI config; the cluster identity file's text.
+  missing); whether containerd loaded the CNI config; the cluster identity file's text; the
+  installed Kubernetes programs' versions (``--version``, cached like the hashes).
 
 Secrets never leave the host: only digests and metadata are printed.
 """
@@ -96,6 +97,34 @@ def _files(request: dict[str, Any], cache: dict[str, Any], now_ns: int
             used[path] = [*key, digest]
         out[path] = [digest, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid]
     return out, used
+
+
+def _versions(programs: dict[str, str], cache: dict[str, Any], used: dict[str, Any],
+              now_ns: int) -> dict[str, str]:
+    """``{name: "1.37.2"}`` for each installed program of ``programs`` (name -> path), from
+    its ``--version`` ("Kubernetes v1.37.2"); cached like the hashes, by size, mtime, ctime
+    and inode, so a converged host does not start the programs on every survey."""
+    out: dict[str, str] = {}
+    for name, path in sorted(programs.items()):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or not os.access(path, os.X_OK):
+            continue
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        entry = cache.get("version " + path)
+        if isinstance(entry, list) and len(entry) == 5 and entry[:4] == key:
+            version = str(entry[4])
+        else:
+            rc, text, _ = _run([path, "--version"], timeout=20)
+            words = text.split()
+            version = words[-1].lstrip("v") if rc == 0 and words else ""
+        if version:
+            out[name] = version
+            if now_ns - max(st.st_mtime_ns, st.st_ctime_ns) > CACHE_SETTLE_NS:
+                used["version " + path] = [*key, version]
+    return out
 
 
 def _dirs(paths: list[str]) -> dict[str, Any]:
@@ -281,6 +310,7 @@ def _main(request_text: str) -> None:
         "addons": _addons(request["addons"]) if request.get("addons") else [],
         "cni_loaded": _cni_loaded() if request.get("cni_check") else True,
         "identity": _read(request["identity"]) if request.get("identity") else "",
+        "versions": _versions(request.get("versions", {}), cache, used, time.time_ns()),
     }
     if cache_path and used != cache:
         _save_cache(cache_path, used)

@@ -55,6 +55,12 @@ class HostSurvey:
         """The host's cluster identity file (empty when it has none)."""
         return str((self.report or {}).get("identity", ""))
 
+    @property
+    def versions(self) -> dict[str, str]:
+        """The installed Kubernetes programs' versions (``{"kubelet": "1.37.2"}``)."""
+        found = (self.report or {}).get("versions") or {}
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
 
 def probe_source() -> str:
     """The probe script's text (sent to hosts as is)."""

@@ -1,0 +1,163 @@
+"""The cluster as last provisioned, and taking worker nodes out of it.
+
+Scope: ``<cluster>/applied.json`` (0600) records, after every provision whose phases all
+succeeded, the spec text it converged, the spec's folder and each host's roles. A later
+provision compares the spec with it: a host that left the spec is still a node of the
+cluster (its kubelet registered, its pods run), so provision refuses to drop it silently and
+names the two ways out: ``provisioner node remove FILE NODE`` or ``provision --prune``.
+
+Removing a node cordons it, drains it through the eviction API (PodDisruptionBudgets are
+respected; the drain gives up after a timeout and leaves the node cordoned), deletes its Node
+object and resets the host (``playbooks/reset.yml`` on that host only). The host is reached
+as the recorded spec describes it when it is no longer in the current one. Only workers can
+be removed this way; control-plane and etcd membership changes are refused with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provisioner.plan import Plan, build_plan
+from provisioner.spec import SpecError
+from provisioner.spec.load import parse
+from provisioner.spec.topology import Role
+from provisioner.state import write_private
+
+APPLIED_FILE = "applied.json"
+DEFAULT_DRAIN_TIMEOUT = 300
+
+
+class MembershipError(ValueError):
+    """A membership change that cannot be made; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the last successful provision converged."""
+
+    spec: str
+    spec_dir: str
+    version: str
+    hosts: dict[str, list[str]]  # name -> roles
+
+    def plan(self) -> Plan:
+        """The plan of the recorded spec (its files resolved from its own folder)."""
+        try:
+            return build_plan(parse(self.spec, "the cluster as last provisioned",
+                                    Path(self.spec_dir)))
+        except SpecError as exc:
+            raise MembershipError(
+                f"the recorded spec of the last provision no longer loads ({exc}); remove "
+                "the host from the cluster by hand (kubectl drain, kubectl delete node, "
+                "provisioner reset --hosts with a spec that still names it)") from None
+
+
+def read_applied(sdir: Path) -> Applied | None:
+    """The record of the last successful provision (None before the first one)."""
+    try:
+        data = json.loads((sdir / APPLIED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("hosts"), dict):
+        return None
+    return Applied(str(data.get("spec", "")), str(data.get("specDir", "")),
+                   str(data.get("kubernetesVersion", "")),
+                   {str(k): [str(r) for r in v] for k, v in data["hosts"].items()})
+
+
+def _roles(plan: Plan) -> dict[str, list[str]]:
+    return {h.name: sorted(r.value for r in h.machine.roles) for h in plan.hosts}
+
+
+def write_applied(sdir: Path, plan: Plan, spec_file: Path) -> None:
+    """Record ``plan`` (from ``spec_file``) as what the cluster now is."""
+    record: dict[str, Any] = {
+        "spec": spec_file.read_text(encoding="utf-8", errors="replace"),
+        "specDir": str(spec_file.resolve().parent),
+        "kubernetesVersion": plan.version,
+        "hosts": _roles(plan),
+    }
+    write_private(sdir / APPLIED_FILE, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def forget_hosts(sdir: Path, names: list[str]) -> None:
+    """Drop removed hosts from the record (the rest of it stays as it was)."""
+    applied = read_applied(sdir)
+    if applied is None:
+        return
+    record = {"spec": applied.spec, "specDir": applied.spec_dir,
+              "kubernetesVersion": applied.version,
+              "hosts": {h: r for h, r in applied.hosts.items() if h not in names}}
+    write_private(sdir / APPLIED_FILE, (json.dumps(record, indent=1) + "\n").encode())
+
+
+def left_spec(plan: Plan, applied: Applied | None) -> list[str]:
+    """Hosts of the cluster as last provisioned that the spec no longer names."""
+    if applied is None:
+        return []
+    names = {h.name for h in plan.hosts}
+    return sorted(h for h in applied.hosts if h not in names)
+
+
+def refusal(plan: Plan, gone: list[str], applied: Applied) -> str:
+    """Why provision stops when hosts left the spec, and the fix."""
+    lines = [f"  {h} ({', '.join(applied.hosts.get(h, [])) or 'no roles'})" for h in gone]
+    return (f"cluster {plan.name}: {len(gone)} host(s) were provisioned but are no longer in "
+            "the spec; provision does not drop nodes silently, so nothing was changed:\n"
+            + "\n".join(lines) + "\n"
+            f"Fix: remove them from the cluster first: `provisioner node remove FILE "
+            f"{gone[0]}` (cordon, drain respecting PodDisruptionBudgets, delete the Node, "
+            "reset the host), or provision with --prune to do that for every host listed; "
+            "or put them back into the spec.")
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Which plan reaches the hosts to remove, and its first control-plane node."""
+
+    plan: Plan
+    names: list[str]
+    kubectl_host: str
+    recorded: bool  # True: the hosts are reached as the last provision's spec describes them
+    spec_dir: Path | None = None  # the recorded spec's folder, when ``recorded``
+
+
+def removal(plan: Plan, applied: Applied | None, names: list[str]) -> Removal:
+    """Check that ``names`` can be removed as workers and pick the plan that reaches them;
+    ``MembershipError`` (nothing changed) otherwise."""
+    if not names:
+        raise MembershipError("name at least one node to remove")
+    current = {h.name for h in plan.hosts}
+    source = plan
+    recorded = False
+    spec_dir: Path | None = None
+    if not set(names) <= current:
+        old = applied.plan() if applied is not None else None
+        known = {h.name for h in old.hosts} if old is not None else set()
+        unknown = [n for n in names if n not in current and n not in known]
+        if unknown or old is None:
+            listed = sorted(current | set(applied.hosts if applied else {}))
+            raise MembershipError(
+                f"{', '.join(unknown or names)}: not a host of the spec or of the cluster as "
+                f"last provisioned; its hosts are {', '.join(listed)}")
+        source, recorded = old, True
+        spec_dir = Path(applied.spec_dir) if applied is not None else None
+    by_name = {h.name: h for h in source.hosts}
+    cps = {h.name for h in source.control_plane}
+    for name in names:
+        roles = by_name[name].machine.roles
+        if Role.CONTROL_PLANE in roles or Role.ETCD in roles or name in cps:
+            shown = ", ".join(sorted(r.value for r in roles))
+            raise MembershipError(
+                f"{name} is a control-plane or etcd host ({shown}); "
+                "changing control-plane or etcd membership is not supported yet, so nothing was "
+                "changed. Only workers can be removed: keep it in the spec.")
+    if not [h for h in source.control_plane if h.name not in names]:
+        raise MembershipError("no control-plane node would be left to drain from")
+    left_nodes = [h.name for h in plan.nodes if h.name not in names]
+    if not left_nodes:
+        raise MembershipError("removing every node would leave nowhere for the pods to go")
+    return Removal(source, list(names), source.control_plane[0].name, recorded, spec_dir)

@@ -1,0 +1,99 @@
+"""Removing worker nodes: ``provisioner node remove`` and ``provision --prune``.
+
+Scope: runs ``playbooks/node-remove.yml`` (cordon, drain respecting PodDisruptionBudgets,
+delete the Node) from the first control-plane node, then ``playbooks/reset.yml`` on the
+removed hosts, through the day-2 pipeline, and drops them from the record of the cluster
+(``provisioner.membership``). Hosts no longer in the spec are reached as the last
+provision's spec describes them, rendered into ``<cluster>/rendered-removal`` without
+touching the state's PKI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner.artifacts.bundle import removal_extravars
+from provisioner.day2 import Day2Run, run_rendered
+from provisioner.execute import PhaseResult, ProgressSink
+from provisioner.membership import (
+    DEFAULT_DRAIN_TIMEOUT,
+    Applied,
+    MembershipError,
+    Removal,
+    forget_hosts,
+    read_applied,
+    removal,
+)
+from provisioner.plan import Plan
+from provisioner.provision import ProvisionError, cluster_lock, new_run_id, plan_and_select
+from provisioner.state import cluster_dir
+
+REMOVAL_DIR = "rendered-removal"
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    """What a removal did: the drain run, the reset run (None when the drain failed)."""
+
+    removal: Removal
+    drain: Day2Run
+    reset: Day2Run | None
+
+    @property
+    def failed(self) -> PhaseResult | None:
+        """The run that failed, if one did."""
+        if not self.drain.result.succeeded:
+            return self.drain.result
+        if self.reset is not None and not self.reset.result.succeeded:
+            return self.reset.result
+        return None
+
+    @property
+    def seconds(self) -> float:
+        """Both runs' time."""
+        return self.drain.result.seconds + (self.reset.result.seconds if self.reset else 0.0)
+
+
+def plan_removal(plan: Plan, sdir: Path, names: list[str],
+                 applied: Applied | None = None) -> Removal:
+    """The checked removal of ``names`` (``ProvisionError`` naming the problem otherwise)."""
+    try:
+        return removal(plan, applied if applied is not None else read_applied(sdir), names)
+    except MembershipError as exc:
+        raise ProvisionError(f"node remove: {exc}") from None
+
+
+def remove_locked(chosen: Removal, sdir: Path, spec_dir: Path, timeout: int,
+                  progress: ProgressSink) -> RemoveResult:
+    """Drain and delete the nodes, then reset their hosts; the caller holds the lock."""
+    plan = chosen.plan
+    out = sdir / (REMOVAL_DIR if chosen.recorded else "rendered")
+    run_id = new_run_id()
+    drain = run_rendered(plan, sdir, spec_dir, out, "node-remove.yml", "node-remove",
+                         [chosen.kubectl_host], {"node_remove_names": chosen.names,
+                                                 "node_remove_timeout": timeout},
+                         progress, run_id + "-drain", scratch=chosen.recorded)
+    if not drain.result.succeeded:
+        return RemoveResult(chosen, drain, None)
+    reset = run_rendered(plan, sdir, spec_dir, out, "reset.yml", "reset", chosen.names,
+                         {"reset_etcd_data": False, **removal_extravars(plan)}, progress,
+                         run_id + "-reset", scratch=chosen.recorded)
+    if reset.result.succeeded:
+        forget_hosts(sdir, chosen.names)
+    return RemoveResult(chosen, drain, reset)
+
+
+def remove_nodes(spec_file: Path, state_dir: Path | None, names: list[str], timeout: int,
+                 progress: ProgressSink) -> RemoveResult:
+    """``provisioner node remove``: check, then remove under the cluster lock."""
+    plan, _ = plan_and_select(spec_file, None, None, state_dir)
+    sdir = cluster_dir(plan.name, state_dir)
+    with cluster_lock(sdir):
+        chosen = plan_removal(plan, sdir, names)
+        return remove_locked(chosen, sdir, chosen.spec_dir or spec_file.resolve().parent,
+                             timeout, progress)
+
+
+__all__ = ["DEFAULT_DRAIN_TIMEOUT", "RemoveResult", "plan_removal", "remove_locked",
+           "remove_nodes"]

@@ -1,0 +1,201 @@
+"""Hosts that leave the spec are never dropped silently; worker removal is checked first.
+
+Scope: the record of the cluster as last provisioned (``provisioner.membership``), the
+refusal ``provision`` gives before touching anything when a recorded host left the spec, which
+hosts ``node remove`` accepts and how it reaches a host the spec no longer names, and the two
+playbook runs a removal makes (the day-2 runner is replaced by a test double here; the lab
+test in tests/lab/test_cluster.py drains and resets real nodes).
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from provisioner.cli import app
+from provisioner.day2 import Day2Run
+from provisioner.execute import PhaseResult
+from provisioner.execute.progress import NullProgress
+from provisioner.membership import (
+    APPLIED_FILE,
+    MembershipError,
+    forget_hosts,
+    left_spec,
+    read_applied,
+    removal,
+    write_applied,
+)
+from provisioner.nodes import REMOVAL_DIR, remove_locked
+from provisioner.plan import Plan, build_plan
+from provisioner.provision import ProvisionError, provision
+from provisioner.spec.load import load_file
+from provisioner.state import cluster_dir
+
+
+
+SPEC = """apiVersion: provisioner.dev/v1alpha1
+kind: Cluster
+metadata: {{name: lab}}
+spec:
+  kubernetesVersion: "1.37.2"
+  provider: {{type: nspawn}}
+  controlPlane: {{count: {cps}}}
+  workers: {{count: {workers}}}
+"""
+
+
+def _spec(tmp_path: Path, workers: int, name: str = "spec.yaml", cps: int = 3) -> Path:
+    """The lab's hosts (lab-cp1.., lab-w1..) in a spec that names no local files."""
+    path = tmp_path / name
+    path.write_text(SPEC.format(cps=cps, workers=workers))
+    return path
+
+
+def _plan(path: Path) -> Plan:
+    return build_plan(load_file(path, require_files=False))
+
+
+def test_the_record_round_trips_privately(tmp_path: Path, state_root: Path) -> None:
+    spec = _spec(tmp_path, 3)
+    sdir = cluster_dir("lab")
+    write_applied(sdir, _plan(spec), spec)
+    assert stat.S_IMODE((sdir / APPLIED_FILE).stat().st_mode) == 0o600
+    applied = read_applied(sdir)
+    assert applied is not None
+    assert applied.spec == spec.read_text() and applied.spec_dir == str(tmp_path)
+    assert applied.version == "1.37.2"
+    assert applied.hosts["lab-w3"] == ["kube_node"]
+    assert set(applied.hosts["lab-cp1"]) == {"etcd", "kube_control_plane", "kube_node"}
+    assert [h.name for h in applied.plan().hosts][-1] == "lab-w3"
+    forget_hosts(sdir, ["lab-w3"])
+    after = read_applied(sdir)
+    assert after is not None and "lab-w3" not in after.hosts and after.spec == applied.spec
+
+
+def test_no_record_and_a_broken_record_mean_nothing_left(tmp_path: Path,
+                                                         state_root: Path) -> None:
+    sdir = cluster_dir("lab")
+    plan = _plan(_spec(tmp_path, 2))
+    assert left_spec(plan, read_applied(sdir)) == []
+    (sdir / APPLIED_FILE).write_text("[not a record")
+    assert read_applied(sdir) is None
+
+
+def test_provision_refuses_a_spec_that_dropped_a_host(tmp_path: Path,
+                                                      state_root: Path) -> None:
+    sdir = cluster_dir("lab")
+    old = _spec(tmp_path, 3, "old.yaml")
+    write_applied(sdir, _plan(old), old)
+    new = _spec(tmp_path, 2)
+    with pytest.raises(ProvisionError) as exc:
+        provision(new, None, None, None, False, NullProgress())
+    msg = str(exc.value)
+    assert "lab-w3 (kube_node)" in msg and "nothing was changed" in msg
+    assert "provisioner node remove FILE lab-w3" in msg and "--prune" in msg
+    assert not (sdir / "runs").exists() and not (sdir / "rendered").exists()
+
+
+def test_provision_prune_refuses_a_control_plane_host_before_anything(
+        tmp_path: Path, state_root: Path) -> None:
+    sdir = cluster_dir("lab")
+    old = _spec(tmp_path, 2, "old.yaml")
+    write_applied(sdir, _plan(old), old)
+    # A record naming control-plane hosts the spec no longer has (a shrunk control plane).
+    new = _spec(tmp_path, 2, cps=1)
+    with pytest.raises(ProvisionError, match="lab-cp2 is a control-plane or etcd host"):
+        provision(new, None, None, None, False, NullProgress(), prune=True)
+    assert not (sdir / "runs").exists()
+
+
+def test_removal_picks_the_plan_that_reaches_the_host(tmp_path: Path,
+                                                      state_root: Path) -> None:
+    sdir = cluster_dir("lab")
+    old = _spec(tmp_path, 3, "old.yaml")
+    write_applied(sdir, _plan(old), old)
+    applied = read_applied(sdir)
+    in_spec = removal(_plan(old), applied, ["lab-w2"])
+    assert not in_spec.recorded and in_spec.kubectl_host == "lab-cp1"
+    gone = removal(_plan(_spec(tmp_path, 2)), applied, ["lab-w3"])
+    assert gone.recorded and gone.spec_dir == tmp_path
+    assert "lab-w3" in {h.name for h in gone.plan.hosts}
+
+
+@pytest.mark.parametrize(("names", "match"), [
+    (["lab-cp2"], "lab-cp2 is a control-plane or etcd host"),
+    (["lab-w9"], "lab-w9: not a host of the spec or of the cluster as last provisioned; its "
+                 "hosts are lab-cp1, lab-cp2, lab-cp3, lab-w1, lab-w2"),
+    ([], "name at least one node"),
+])
+def test_removal_refuses(tmp_path: Path, names: list[str], match: str) -> None:
+    with pytest.raises(MembershipError, match=match):
+        removal(_plan(_spec(tmp_path, 2)), None, names)
+
+
+def _run(plan: Plan, phase: str, ok: bool = True) -> Day2Run:
+    result = PhaseResult(phase, f"{phase}.yml", "successful" if ok else "failed",
+                         0 if ok else 2, 1.5, {})
+    return Day2Run(plan, result, Path("/nonexistent"), "run")
+
+
+def test_remove_drains_from_the_first_control_plane_then_resets_the_host(
+        tmp_path: Path, state_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sdir = cluster_dir("lab")
+    old = _spec(tmp_path, 3, "old.yaml")
+    write_applied(sdir, _plan(old), old)
+    chosen = removal(_plan(_spec(tmp_path, 2)), read_applied(sdir), ["lab-w3"])
+    calls: list[dict[str, Any]] = []
+
+    def run_rendered_double(plan: Plan, sdir_: Path, spec_dir: Path, out: Path,
+                            playbook: str, name: str, hosts: list[str],
+                            extravars: dict[str, Any], progress: Any, run_id: str | None = None,
+                            scratch: bool = False) -> Day2Run:
+        """Test double of the day-2 runner: records each playbook run."""
+        calls.append({"playbook": playbook, "hosts": hosts, "vars": extravars, "out": out,
+                      "scratch": scratch, "spec_dir": spec_dir})
+        return _run(plan, name)
+
+    monkeypatch.setattr("provisioner.nodes.run_rendered", run_rendered_double)
+    result = remove_locked(chosen, sdir, tmp_path, 120, NullProgress())
+    assert result.failed is None and result.seconds == 3.0
+    drain, reset = calls
+    assert drain["playbook"] == "node-remove.yml" and drain["hosts"] == ["lab-cp1"]
+    assert drain["vars"] == {"node_remove_names": ["lab-w3"], "node_remove_timeout": 120}
+    assert reset["playbook"] == "reset.yml" and reset["hosts"] == ["lab-w3"]
+    assert reset["vars"]["reset_etcd_data"] is False
+    assert "kubelet" in reset["vars"]["provisioner_artifacts"]
+    assert all(c["scratch"] and c["out"] == sdir / REMOVAL_DIR for c in calls)
+    applied = read_applied(sdir)
+    assert applied is not None and "lab-w3" not in applied.hosts
+
+
+def test_a_failed_drain_resets_nothing_and_keeps_the_record(
+        tmp_path: Path, state_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sdir = cluster_dir("lab")
+    spec = _spec(tmp_path, 2)
+    write_applied(sdir, _plan(spec), spec)
+    chosen = removal(_plan(spec), read_applied(sdir), ["lab-w2"])
+    playbooks: list[str] = []
+
+    def run_rendered_double(plan: Plan, *args: Any, **kwargs: Any) -> Day2Run:
+        """Test double of the day-2 runner: the drain fails."""
+        playbooks.append(args[3])
+        return _run(plan, args[4], ok=False)
+
+    monkeypatch.setattr("provisioner.nodes.run_rendered", run_rendered_double)
+    result = remove_locked(chosen, sdir, tmp_path, 60, NullProgress())
+    assert result.failed is not None and result.reset is None
+    assert playbooks == ["node-remove.yml"]
+    applied = read_applied(sdir)
+    assert applied is not None and "lab-w2" in applied.hosts
+
+
+def test_node_remove_cli_names_the_problem(tmp_path: Path, state_root: Path) -> None:
+    result = CliRunner().invoke(app, ["node", "remove", str(_spec(tmp_path, 2)), "lab-cp1",
+                                      "--yes"])
+    assert result.exit_code == 1
+    assert "lab-cp1 is a control-plane or etcd host" in result.output
+    assert "Traceback" not in result.output
