@@ -35,8 +35,6 @@ from provisioner.provision import ProvisionError, provision
 from provisioner.spec.load import load_file
 from provisioner.state import cluster_dir
 
-
-
 SPEC = """apiVersion: provisioner.dev/v1alpha1
 kind: Cluster
 metadata: {{name: lab}}

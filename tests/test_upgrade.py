@@ -93,7 +93,7 @@ def test_skipping_a_minor_is_refused_with_the_path() -> None:
 
 def test_one_host_left_behind_two_minors_is_refused() -> None:
     versions = _all("1.36.3") | {"lab-w2": "1.35.4"}
-    with pytest.raises(UpgradeRefused, match="lab-w2 runs kubelet 1.35.4"):
+    with pytest.raises(UpgradeRefused, match=r"lab-w2 runs kubelet 1\.35\.4"):
         check(_plan("1.37.2"), _surveys(versions))
 
 
@@ -109,7 +109,7 @@ def test_going_down_is_refused(installed: str, wanted: str) -> None:
 
 def test_a_patch_downgrade_is_refused() -> None:
     surveys = _surveys(_all("1.37.2") | {"lab-cp1": "1.37.3"})
-    with pytest.raises(UpgradeRefused, match="lab-cp1 runs kube-apiserver 1.37.3"):
+    with pytest.raises(UpgradeRefused, match=r"lab-cp1 runs kube-apiserver 1\.37\.3"):
         check(_plan("1.37.2"), surveys)
 
 
