@@ -187,8 +187,12 @@ def provision_cmd(
         "Node, reset the host) before converging; without it such a spec is refused.")
     ] = False,
     drain_timeout: Annotated[int, typer.Option(
-        "--drain-timeout", min=10, help="Seconds a --prune drain may take per run before "
-        "it stops (the node stays cordoned).")] = DEFAULT_DRAIN_TIMEOUT,
+        "--drain-timeout", min=10, help="Seconds one node's drain (--prune, or an upgrade) "
+        "may take before the run stops (the node stays cordoned).")] = DEFAULT_DRAIN_TIMEOUT,
+    max_unavailable: Annotated[int, typer.Option(
+        "--max-unavailable", min=1, help="During an upgrade, how many nodes are drained and "
+        "upgraded at a time (the control plane's own services always go one node at a "
+        "time).")] = 1,
 ) -> None:
     """Converge the hosts: one survey finds what differs from the plan, then the selected
     phases' playbooks run where something differs (independent phases at the same time),
@@ -205,7 +209,8 @@ def provision_cmd(
             result = provision(file, split_list(only), split_list(skip), state_dir,
                                not (no_machines or machines_running), progress,
                                replace_identity, trust_on_first_use, full, parallel=not serial,
-                               prune=prune, drain_timeout=drain_timeout)
+                               prune=prune, drain_timeout=drain_timeout,
+                               max_unavailable=max_unavailable)
     except ProvisionError as exc:
         _fail(f"error: {exc}", exc.exit_code)
     if isinstance(progress, JsonProgress):

@@ -541,6 +541,7 @@ def provision(
     parallel: bool = True,
     prune: bool = False,
     drain_timeout: int = DEFAULT_DRAIN_TIMEOUT,
+    max_unavailable: int = 1,
 ) -> ProvisionResult:
     """Converge the hosts of ``spec_file``: the selected phases, in order, stopping at the
     first failure. ``machines`` brings the provider's machines up first (nspawn, vagrant).
@@ -558,7 +559,8 @@ def provision(
     Hosts the last provision converged that left the spec are refused (never dropped
     silently) unless ``prune``, which drains and resets them first (``provisioner.nodes``).
     A ``kubernetesVersion`` the hosts cannot go to (a skipped minor, a downgrade) is refused
-    after the survey, before any phase; an upgrade first takes an etcd snapshot.
+    after the survey, before any phase; an upgrade first takes an etcd snapshot and drains
+    the nodes ``max_unavailable`` at a time before their kubelet changes.
     """
     from provisioner.membership import left_spec, read_applied, refusal, write_applied
     from provisioner.nodes import plan_removal, remove_locked
@@ -614,8 +616,9 @@ def provision(
         steps["survey"] = time.monotonic() - surveyed
         _report_survey(surveys, targets, steps["survey"], progress)
         if upgrade is not None:
-            for line in upgrade.steps(plan):
+            for line in upgrade.steps(plan, max_unavailable):
                 progress.note(line)
+            base_vars.update(upgrade.node_vars(plan, max_unavailable, drain_timeout))
             mark = time.monotonic()
             notes.append(_pre_upgrade_snapshot(spec_file, state_dir, progress))
             steps["snapshot"] = time.monotonic() - mark

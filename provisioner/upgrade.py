@@ -54,7 +54,21 @@ class Upgrade:
         found = {v for progs in self.behind.values() for v in progs.values()}
         return sorted(found, key=lambda v: parse_version(v) or (0, 0, 0))
 
-    def steps(self, plan: Plan) -> list[str]:
+    def drained(self, plan: Plan) -> list[str]:
+        """The nodes to drain before their kubelet changes: those running an older one, in
+        plan order; none in a one-node cluster (its pods have nowhere else to go, and a
+        kubelet restart leaves them running)."""
+        if len(plan.nodes) < 2:
+            return []
+        return [h.name for h in plan.nodes if "kubelet" in self.behind.get(h.name, {})]
+
+    def node_vars(self, plan: Plan, max_unavailable: int, drain_timeout: int
+                  ) -> dict[str, object]:
+        """The node phase's extra variables: which nodes to drain, how many at a time."""
+        return {"kubelet_drain_hosts": self.drained(plan), "node_batch": max_unavailable,
+                "kubelet_drain_timeout": drain_timeout}
+
+    def steps(self, plan: Plan, max_unavailable: int = 1) -> list[str]:
         """The rollout, step by step, as ``plan --diff`` and the run's notes show it."""
         cps = [h.name for h in plan.control_plane]
         workers = [h.name for h in plan.nodes if h.name not in cps]
@@ -72,9 +86,15 @@ class Upgrade:
             lines.append(f"  2. etcd stays at {etcd_to}")
         lines.append("  3. control plane, one node at a time (kube-apiserver, ready again, "
                      f"then controller-manager and scheduler): {', '.join(cps)}")
-        lines.append("  4. kubelet and kube-proxy on every node"
-                     + (f" (workers: {', '.join(workers)})" if workers else "")
-                     + "; running pods stay where they are")
+        drained = self.drained(plan)
+        if drained:
+            lines.append(f"  4. nodes, {max_unavailable} at a time: cordon, drain "
+                         "(PodDisruptionBudgets respected), kubelet and kube-proxy, Ready, "
+                         f"uncordon: {', '.join(drained)}")
+        else:
+            lines.append("  4. kubelet and kube-proxy on every node"
+                         + (f" (workers: {', '.join(workers)})" if workers else "")
+                         + "; running pods stay where they are")
         lines.append("  5. addons of the new release, then verify")
         return lines
 

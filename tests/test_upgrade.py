@@ -140,3 +140,25 @@ def test_the_probed_programs_are_where_the_manifest_installs_them() -> None:
     for name, path in VERSION_PROGRAMS:
         dests = [i["dest"] for i in data["artifacts"][name]["install"]]
         assert path in dests, (name, dests)
+
+
+def test_an_upgrade_drains_the_nodes_behind_in_batches() -> None:
+    plan = _plan("1.37.2")
+    versions = _all("1.36.3") | {"lab-cp1": "1.37.2"}
+    up = check(plan, _surveys(versions))
+    assert up is not None
+    assert up.drained(plan) == ["lab-cp2", "lab-cp3", "lab-w1", "lab-w2"]
+    assert up.node_vars(plan, 2, 120) == {
+        "kubelet_drain_hosts": ["lab-cp2", "lab-cp3", "lab-w1", "lab-w2"], "node_batch": 2,
+        "kubelet_drain_timeout": 120}
+    assert "4. nodes, 2 at a time: cordon, drain" in "\n".join(up.steps(plan, 2))
+
+
+def test_a_one_node_cluster_upgrades_without_a_drain(tmp_path: Path) -> None:
+    text = LAB.read_text()
+    text = text.replace("controlPlane:\n    count: 3", "controlPlane:\n    count: 1")
+    text = text.replace("workers:\n    count: 2", "workers:\n    count: 0")
+    plan = build_plan(parse(text, str(LAB)))
+    up = check(plan, _surveys({"lab-cp1": "1.36.3"}))
+    assert up is not None and up.drained(plan) == []
+    assert "running pods stay where they are" in "\n".join(up.steps(plan))

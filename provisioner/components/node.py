@@ -29,6 +29,9 @@ from provisioner.components.systemd import unit_file
 KUBELET_DIR = "/var/lib/kubelet"
 KUBELET_HEALTHZ_PORT = 10248
 PROXY_DIR = "/var/lib/kube-proxy"
+# Written by the node role before an upgrade drains the node, removed once it is uncordoned
+# (playbooks/roles/kubelet/defaults/main.yml: kubelet_drain_marker).
+DRAIN_MARKER = "/var/lib/provisioner/drained-for-upgrade"
 
 
 class Kubelet(Component):
@@ -52,6 +55,11 @@ class Kubelet(Component):
             ("node-ip", str(host.address)),
             ("hostname-override", host.name),
         ]
+
+    def absent(self, plan: Plan, host: HostPlan) -> tuple[str, ...]:
+        """The drain marker of an upgrade that stopped before uncordoning this node: while it
+        is there the node phase runs here and uncordons the node once it is Ready."""
+        return (DRAIN_MARKER,)
 
     def files(self, plan: Plan, host: HostPlan, material: Material) -> list[File]:
         """Unit, KubeletConfiguration, kubeconfig, client and serving pairs."""

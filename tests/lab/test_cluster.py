@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,12 +32,12 @@ import yaml
 from typer.testing import CliRunner
 
 from provisioner.cli import app
-from provisioner.execute import PLAYBOOKS
+from provisioner.execute import PLAYBOOKS, LineProgress
 from provisioner.plan import Plan
 from provisioner.providers.nspawn import node
 from provisioner.providers.nspawn.provider import NspawnMachines
 from provisioner.providers.ssh import ClusterSSH, cluster_ssh, ssh_run
-from provisioner.provision import ProvisionError, ProvisionResult
+from provisioner.provision import ProvisionError, ProvisionResult, provision
 from provisioner.state import cluster_dir
 from provisioner.verify import CheckResult, to_json, verify
 from provisioner.verify.pods import images
@@ -556,6 +558,108 @@ def test_scheduled_etcd_backups_snapshot_prune_and_pass_verify(cluster: Cluster)
     assert newest in rows[host]["evidence"], rows[host]
 
 
+def _host_is_clean(cluster: Cluster, host: str) -> str:
+    """What a reset left on ``host``, by name: "inactive" and nothing else when clean."""
+    return cluster.run(host, "systemctl is-active kubelet containerd etcd kube-apiserver "
+                       "haproxy 2>/dev/null | sort -u; pgrep -a -f '[c]ontainerd-shim'; "
+                       "ip -br link show type bridge | grep cni0; "
+                       "iptables-save | grep -E '^:(KUBE|CNI|FLANNEL)-'; "
+                       "ls /usr/local/bin | grep -E "
+                       "'^(kube|etcd|containerd|ctr$|runc$|crictl$)'; "
+                       "ls -d /var/lib/containerd /var/lib/kubelet 2>/dev/null; true")
+
+
+def test_a_worker_leaving_the_spec_is_refused_then_pruned_and_added_back(
+        cluster: Cluster) -> None:
+    """Issue 15's scale-in: a Deployment (2 replicas, both on lab-w2, PodDisruptionBudget
+    minAvailable 1). A spec without lab-w2 is refused before anything changes; with --prune,
+    lab-w2 is cordoned, drained through the eviction API (the PDB holds the second pod until
+    the first has a ready replacement), its Node deleted and the host reset, while the
+    Deployment never has fewer than 1 available replica (polled once a second). Then the
+    full spec adds lab-w2 back: it joins and verify passes."""
+    image = images(cluster.plan)[0]
+    manifest = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "pdbweb", "namespace": "default"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "pdbweb"}},
+                 "template": {"metadata": {"labels": {"app": "pdbweb"}}, "spec": {
+                     "affinity": {"nodeAffinity": {
+                         "preferredDuringSchedulingIgnoredDuringExecution": [{
+                             "weight": 100, "preference": {"matchExpressions": [{
+                                 "key": "kubernetes.io/hostname", "operator": "In",
+                                 "values": ["lab-w2"]}]}}]}},
+                     "containers": [{"name": "web", "image": image}]}}}}
+    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+           "metadata": {"name": "pdbweb", "namespace": "default"},
+           "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "pdbweb"}}}}
+    path = cluster.spec.parent / "pdbweb.json"
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [manifest, pdb]}))
+    _kubectl(cluster, "apply", "-f", str(path))
+    _kubectl(cluster, "rollout", "status", "deployment/pdbweb", "--timeout=180s")
+
+    def placed() -> list[str]:
+        data = json.loads(_kubectl(cluster, "get", "pods", "-l", "app=pdbweb", "-o", "json"))
+        return sorted(p["spec"].get("nodeName", "") for p in data["items"]
+                      if p["status"].get("phase") == "Running")
+
+    assert placed() == ["lab-w2", "lab-w2"]
+    smaller = cluster.spec.parent / "cluster-without-w2.yaml"
+    data = yaml.safe_load(cluster.spec.read_text())
+    data["spec"]["workers"]["count"] = 1
+    smaller.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    with pytest.raises(ProvisionError) as refused:
+        run_provision(smaller)
+    assert "lab-w2 (kube_node)" in str(refused.value), refused.value
+    assert "nothing was changed" in str(refused.value)
+    assert "node/lab-w2" in _kubectl(cluster, "get", "nodes", "-o", "name")
+
+    available: list[int] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                out = _kubectl(cluster, "get", "deployment", "pdbweb", "-o",
+                               "jsonpath={.status.availableReplicas}", timeout=10)
+                available.append(int(out or 0))
+            except (AssertionError, subprocess.TimeoutExpired, ValueError):
+                available.append(-1)  # the apiserver did not answer: counted apart
+            stop.wait(1)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    started = time.monotonic()
+    try:
+        pruned = provision(smaller, None, None, None, True, LineProgress(sys.stdout),
+                           prune=True, drain_timeout=240)
+    finally:
+        stop.set()
+        poller.join(30)
+    seconds = time.monotonic() - started
+    print(f"provision --prune of lab-w2: {seconds:.1f}s (steps {pruned.steps}); "
+          f"changed per host {dict((h, r.changed) for h, r in pruned.host_totals().items())}; "
+          f"availability polled {len(available)} times, minimum {min(available)}")
+    assert pruned.succeeded, pruned.failure
+    assert available and min(available) >= 1, available
+    assert "node/lab-w2" not in _kubectl(cluster, "get", "nodes", "-o", "name")
+    _kubectl(cluster, "rollout", "status", "deployment/pdbweb", "--timeout=180s")
+    assert placed() == ["lab-w1", "lab-w1"]
+    assert _host_is_clean(cluster, "lab-w2").split("\n", 1) == ["inactive", ""]
+    assert cluster.run("lab-w2", "echo ssh-ok").strip() == "ssh-ok"
+    assert_converged(run_provision(smaller), 4)
+
+    started = time.monotonic()
+    back = cluster.provision()
+    print(f"provision adding lab-w2 back: {time.monotonic() - started:.1f}s; changed per host "
+          f"{dict((h, r.changed) for h, r in back.host_totals().items())}")
+    assert back.succeeded, back.failure
+    assert not _failing(list(back.verify)), _failing(list(back.verify))
+    assert "node/lab-w2" in _kubectl(cluster, "get", "nodes", "-o", "name")
+    _kubectl(cluster, "delete", "-f", str(path))
+    assert_converged(cluster.provision(), 5)
+
+
 def test_certs_renew_rolls_out_every_leaf_while_the_apiserver_is_served(
         cluster: Cluster) -> None:
     """`certs renew --yes`: every leaf certificate is re-issued (the CAs kept, so no
@@ -681,13 +785,7 @@ def test_reset_keeping_etcd_data_then_provision_again(cluster: Cluster) -> None:
         # What is left, by name: shims ('[c]' keeps this shell's own command line out), the
         # bridge, iptables chains of kube-proxy, the kubelet and the CNI, the programs and
         # containerd's state.
-        left = cluster.run(h.name, "systemctl is-active kubelet containerd etcd kube-apiserver "
-                           "haproxy 2>/dev/null | sort -u; pgrep -a -f '[c]ontainerd-shim'; "
-                           "ip -br link show type bridge | grep cni0; "
-                           "iptables-save | grep -E '^:(KUBE|CNI|FLANNEL)-'; "
-                           "ls /usr/local/bin | grep -E "
-                           "'^(kube|etcd|containerd|ctr$|runc$|crictl$)'; "
-                           "ls -d /var/lib/containerd /var/lib/kubelet 2>/dev/null; true")
+        left = _host_is_clean(cluster, h.name)
         assert left.split("\n", 1) == ["inactive", ""], (h.name, left)
     assert cluster.run("lab-cp1", "ls /var/lib/etcd").strip() == "member"
     again = cluster.provision()
