@@ -329,3 +329,25 @@ def test_a_package_at_a_later_version_than_the_bundle_counts_as_converged(
     wanted = [("haproxy", "2.6.12-1+deb12u4"), ("liblua5.3-0", "5.3.6-2"), ("libold", "1.0"),
               ("libnew", "1.0")]
     assert probe._debs(wanted) == ["liblua5.3-0", "libold", "libnew"]
+
+
+def test_plan_diff_says_haproxy_reloads_for_its_configuration() -> None:
+    from provisioner.converge.desired import HostWant, WantFile
+    from provisioner.converge.diff import restarts_of
+    from provisioner.converge.survey import Difference
+
+    want = HostWant("lab-w1", files=[
+        WantFile("/etc/haproxy/haproxy.cfg", "0" * 64, 0o640, ("lb",), "file",
+                 restarts=("haproxy",)),
+        WantFile("/etc/systemd/system/haproxy.service.d/10-provisioner.conf", "0" * 64, 0o644,
+                 ("lb",), "file", restarts=("haproxy",)),
+        WantFile("/etc/kubernetes/kubelet.conf", "0" * 64, 0o600, ("node",), "file",
+                 restarts=("kubelet",))])
+
+    def diff(path: str) -> Difference:
+        return Difference("lab-w1", ("lb",), "file", path, "content differs")
+
+    cfg, unit, kubelet = (f.path for f in want.files)
+    assert restarts_of(want, [diff(cfg)]) == ["haproxy (reload)"]
+    assert restarts_of(want, [diff(cfg), diff(unit)]) == ["haproxy"]
+    assert restarts_of(want, [diff(kubelet), diff(cfg)]) == ["kubelet", "haproxy (reload)"]

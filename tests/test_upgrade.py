@@ -162,3 +162,4 @@ def test_a_one_node_cluster_upgrades_without_a_drain(tmp_path: Path) -> None:
     up = check(plan, _surveys({"lab-cp1": "1.36.3"}))
     assert up is not None and up.drained(plan) == []
     assert "running pods stay where they are" in "\n".join(up.steps(plan))
+

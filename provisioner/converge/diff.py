@@ -19,19 +19,32 @@ from provisioner.converge.survey import Difference, HostSurvey
 MAX_DIFF_LINES = 200
 
 
+# Services whose role reloads them when only their configuration or certificates changed
+# (playbooks/roles/haproxy: master-worker SIGUSR2, connections kept); a new unit file under
+# /etc/systemd or a new package restarts them.
+RELOADED_ON_FILES = frozenset({"haproxy"})
+
+
 def restarts_of(want: HostWant, diffs: list[Difference]) -> list[str]:
-    """Services a provision would restart (or start) on the host for ``diffs``."""
+    """Services a provision would restart (or start) on the host for ``diffs``; a service
+    its role only reloads for these changes is shown as ``<service> (reload)``."""
     by_path = {f.path: f for f in want.files}
     out: list[str] = []
+    reloads: list[str] = []
     for d in diffs:
         f = by_path.get(d.target)
         if f is not None and f.kind == "file":
-            out += list(f.restarts)
+            for service in f.restarts:
+                if service in RELOADED_ON_FILES and not f.path.startswith("/etc/systemd/"):
+                    reloads.append(service)
+                else:
+                    out.append(service)
         elif f is not None:  # a binary or package: the services of the components using it
             out += [c.service for c in ALL if c.service in want.units
                     and f.source in c.artifacts]
         elif d.kind in ("unit", "restart"):
             out.append(d.target)
+    out += [f"{r} (reload)" for r in reloads if r not in out]
     return list(dict.fromkeys(out))
 
 
