@@ -379,3 +379,27 @@ def test_cli_up_as_non_root_names_the_fix(
     result = CliRunner().invoke(app, ["up", str(EXAMPLE)])
     assert result.exit_code == 1
     assert "run it as root" in result.output
+
+
+def test_known_hosts_keep_a_machine_that_left_the_spec_while_it_exists(
+        data_root: Path, tmp_path: Path) -> None:
+    """A worker removed from the spec is still reached (drain, reset) by its pinned key while
+    its machine exists; a machine that no longer exists is forgotten."""
+    from provisioner.providers.nspawn.provider import NspawnMachines
+    from provisioner.providers.ssh import ClusterSSH
+
+    cluster = load_file(EXAMPLE, require_files=False)
+    provider = NspawnMachines(cluster, print)
+    configs = [_config(data_root, "lab-cp1")]
+    keys = configs[0].paths.rootfs / "etc/ssh"
+    keys.mkdir(parents=True)
+    (keys / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAAcp1 root@lab-cp1\n")
+    ssh = ClusterSSH(tmp_path / "id", tmp_path / "known_hosts")
+    ssh.known_hosts.write_text("lab-w2,192.168.56.15 ssh-ed25519 AAAAw2\n"
+                               "lab-w9,192.168.56.99 ssh-ed25519 AAAAgone\n")
+    paths.node_paths("lab", "lab-w2").rootfs.mkdir(parents=True)
+    provider._write_known_hosts(ssh, configs)
+    assert ssh.known_hosts.read_text().splitlines() == [
+        "lab-cp1,192.168.56.11 ssh-ed25519 AAAAcp1",
+        "lab-w2,192.168.56.15 ssh-ed25519 AAAAw2",
+    ]

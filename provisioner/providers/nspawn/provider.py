@@ -235,9 +235,19 @@ class NspawnMachines:
             path.write_text(text)
 
     def _write_known_hosts(self, ssh: ClusterSSH, configs: list[node.NodeConfig]) -> None:
+        """Pin every machine of the spec by the host keys in its own root filesystem. A
+        machine this provider made that has left the spec but still exists (a worker being
+        removed: `node remove`, `provision --prune` reach it to drain and reset it) keeps
+        its pinned lines; `machines down` of a spec without it does not remove it."""
         lines = []
         for cfg in configs:
             lines += known_hosts_lines(cfg.name, cfg.address, node.host_public_keys(cfg))
+        names = {cfg.name for cfg in configs}
+        old = ssh.known_hosts.read_text().splitlines() if ssh.known_hosts.exists() else []
+        for line in old:
+            name = line.split(",", 1)[0]
+            if name not in names and paths.node_paths(self.name, name).rootfs.is_dir():
+                lines.append(line)
         text = "".join(f"{line}\n" for line in lines)
         if not ssh.known_hosts.exists() or ssh.known_hosts.read_text() != text:
             ssh.known_hosts.write_text(text)
