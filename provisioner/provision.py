@@ -284,13 +284,19 @@ def _survey(plan: Plan, sdir: Path, tree: RenderedTree, selected: tuple[Phase, .
     refused here, before any phase runs."""
     from provisioner.converge import desired, survey
     from provisioner.execute.runner import PLAYBOOKS
-    from provisioner.verify.ssh import SshUnavailable
 
     names = [n for p in selected for n in [p.name, *(c.name for c in p.walk()[1:])]]
     wants = desired(plan, tree, names, artifacts, sdir / "cache" / "unpacked", PLAYBOOKS)
     # Hosts no selected phase touches are still asked for their identity.
     wants = {h.name: wants.get(h.name) or HostWant(h.name) for h in plan.hosts}
     found = survey(wants, plan, runner)
+    _refuse_untrusted(found)
+    return wants, found
+
+
+def _refuse_untrusted(found: Mapping[str, HostSurvey]) -> None:
+    from provisioner.verify.ssh import SshUnavailable
+
     key_problems = [s.error for s in found.values() if isinstance(s.error, SshUnavailable)
                     and s.error.kind in ("hostkey-unknown", "hostkey-mismatch")]
     if key_problems:
@@ -298,7 +304,22 @@ def _survey(plan: Plan, sdir: Path, tree: RenderedTree, selected: tuple[Phase, .
             "SSH host keys are not trusted; nothing was changed:\n" + "\n".join(
                 f"  {e.host}: {e.detail}\n    fix: {e.hint}"
                 for e in sorted(key_problems, key=lambda e: e.host)))
-    return wants, found
+
+
+def _release_first(plan: Plan, sdir: Path, runner: SshRunner) -> None:
+    """When the spec names another release than the last provision converged (or there is
+    no record): ask every host which release it runs, and refuse a skipped minor or a
+    downgrade before the new release's artifacts are even fetched (an unsupported path
+    must not fail on a missing artifact instead). One read-only round trip."""
+    from provisioner.converge import survey
+    from provisioner.membership import read_applied
+
+    applied = read_applied(sdir)
+    if applied is not None and applied.version == plan.version:
+        return
+    found = survey({h.name: HostWant(h.name) for h in plan.hosts}, plan, runner)
+    _refuse_untrusted(found)
+    _check_upgrade(plan, found)
 
 
 @dataclass(frozen=True)
@@ -370,8 +391,13 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
             len(plan.hosts))
     connections = read_connections(sdir)
     tree = scratch_render(plan, sdir, spec_dir, connections)
-    artifacts = _artifact_extravars(plan, selected, spec_dir)["provisioner_artifacts"]
     runner = ParamikoRunner(reach(plan, sdir, connections), 10.0)
+    try:
+        _release_first(plan, sdir, runner)
+    except ProvisionError:
+        runner.close()
+        raise
+    artifacts = _artifact_extravars(plan, selected, spec_dir)["provisioner_artifacts"]
     try:
         wants, surveys = _survey(plan, sdir, tree, selected, artifacts, runner)
 
@@ -591,6 +617,11 @@ def provision(
         steps["render"] = time.monotonic() - mark
         if trust_on_first_use:
             _record_host_keys(plan, sdir, progress)
+        early = ParamikoRunner(reaches, 10.0)
+        try:
+            _release_first(plan, sdir, early)
+        finally:
+            early.close()
         mark = time.monotonic()
         base_vars: dict[str, Any] = {
             "provisioner_rendered_dir": str((rendered / "hosts").resolve()),

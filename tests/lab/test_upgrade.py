@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from provisioner.build.build import build_images
 from provisioner.execute import LineProgress
 from provisioner.plan import Plan, build_plan
 from provisioner.providers.ssh import ClusterSSH, cluster_ssh, ssh_run
@@ -35,6 +36,7 @@ from provisioner.provision import ProvisionError, artifacts_for, provision
 from provisioner.spec.load import load_file
 from provisioner.state import cluster_dir
 from provisioner.verify.pods import images
+from tests.fixtures import lab_registry
 from tests.fixtures.built_artifacts import LAB_SOURCE, built_local_source
 from tests.fixtures.lab_cluster import assert_converged, failing, provisioned
 
@@ -88,11 +90,14 @@ def _example_at(version: str, base: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def old(tmp_path_factory: pytest.TempPathFactory, lab_registry_up: object) -> Iterator[Old]:
+def old(tmp_path_factory: pytest.TempPathFactory,
+        lab_registry_up: lab_registry.LabRegistry) -> Iterator[Old]:
+    """The cluster at FROM; the lab registry also serves FROM's images (its CoreDNS)."""
     base = tmp_path_factory.mktemp("upgrade")
-    target = build_plan(load_file(_example_at(TO, base)))
-    built_local_source(target, artifacts_for(target, target.phases))
-    with provisioned(_example_at(FROM, base), base) as p:
+    example = _example_at(FROM, base)
+    build_images(build_plan(load_file(example)), LAB_SOURCE, lambda *_: None)
+    lab_registry.push_source(lab_registry_up, LAB_SOURCE)
+    with provisioned(example, base) as p:
         yield Old(p.spec, p.plan, cluster_ssh(p.plan.name), cluster_dir(p.plan.name))
 
 
@@ -170,6 +175,9 @@ def test_rolling_upgrade_keeps_the_service_answering(old: Old) -> None:
     backups = old.state / "backups" / "etcd"
     before = set(backups.glob("*.db")) if backups.is_dir() else set()
 
+    # The local source holds one version of each program: TO's now (built before, cached).
+    target = build_plan(load_file(old.at(TO)))
+    built_local_source(target, artifacts_for(target, target.phases))
     started = time.monotonic()
     result = provision(old.at(TO), None, None, None, True, LineProgress(sys.stdout))
     seconds = time.monotonic() - started
