@@ -197,3 +197,29 @@ def test_node_remove_cli_names_the_problem(tmp_path: Path, state_root: Path) -> 
     assert result.exit_code == 1
     assert "lab-cp1 is a control-plane or etcd host" in result.output
     assert "Traceback" not in result.output
+
+
+def test_plan_diff_names_joining_leaving_and_the_upgrade(tmp_path: Path,
+                                                        state_root: Path) -> None:
+    from provisioner.converge.survey import HostSurvey
+    from provisioner.provision import cluster_changes
+
+    sdir = cluster_dir("lab")
+    old = _spec(tmp_path, 3, "old.yaml")
+    write_applied(sdir, _plan(old), old)
+    plan = _plan(_spec(tmp_path, 2))
+    surveys = {h.name: HostSurvey(h.name, {"identity": "ca/ca: sha256:1\n",
+                                           "versions": {"kubelet": "1.36.3"}})
+               for h in plan.hosts if h.name != "lab-w2"}
+    surveys["lab-w2"] = HostSurvey("lab-w2", {"identity": "", "versions": {}})
+    lines, data = cluster_changes(plan, sdir, surveys)
+    text = "\n".join(lines)
+    assert data["joining"] == ["lab-w2"] and data["leaving"] == ["lab-w3"]
+    assert "joining: lab-w2 (new hosts" in text
+    assert "leaving: lab-w3 (no longer in the spec): provision refuses" in text
+    assert data["upgrade"]["from"] == ["1.36.3"] and data["upgrade"]["to"] == "1.37.2"
+    assert "upgrade 1.36.3 -> 1.37.2 (4 host(s) behind)" in text
+    surveys["lab-w1"] = HostSurvey("lab-w1", {"identity": "x", "versions": {"kubelet": "1.35.4"}})
+    lines, data = cluster_changes(plan, sdir, surveys)
+    assert "skips a minor release" in data["upgrade"]["refused"]
+    assert any(line.startswith("refused: ") for line in lines)

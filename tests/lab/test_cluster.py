@@ -272,7 +272,9 @@ def test_losing_a_control_plane_node(cluster: Cluster) -> None:
     node.stop(cluster.plan.name, "lab-cp1")
     try:
         time.sleep(10)
-        results = cluster.verify()
+        # The checks this is about: the full set would also wait out the probe pods that
+        # cannot start on the stopped node.
+        results = cluster.verify(["ssh", "apiserver-livez-lb"])
         assert _by(results, "ssh", "lab-cp1")[0].status == "fail"
         served = [r for r in _by(results, "apiserver-livez-lb") if r.target != "lab-cp1"]
         assert served and all(r.status == "ok" for r in served), served
