@@ -496,8 +496,7 @@ def _pre_upgrade_snapshot(spec_file: Path, state_dir: Path | None,
         backup, _, seconds = etcd_backup(spec_file, state_dir, None, None, progress, held=True)
     except BackupError as exc:
         raise ProvisionError(f"upgrade preflight: {exc}; nothing was upgraded") from None
-    progress.note(f"pre-upgrade etcd snapshot: {backup.path} ({seconds:.1f}s)")
-    return f"pre-upgrade etcd snapshot {backup.path}"
+    return f"pre-upgrade etcd snapshot: {backup.path} ({seconds:.1f}s)"
 
 
 def _removal_failure(result: PhaseResult, names: list[str]) -> str:

@@ -171,7 +171,17 @@ def test_rolling_upgrade_keeps_the_service_answering(old: Old) -> None:
     _kubectl(old, "apply", "-f", str(path))
     _kubectl(old, "rollout", "status", "deployment/upweb", "--timeout=180s")
     _kubectl(old, "rollout", "status", "daemonset/upclient", "--timeout=180s")
-    time.sleep(5)
+
+    def fetches() -> list[str]:
+        out = _kubectl(old, "logs", "daemonset/upclient", "--tail=-1")
+        return [line for line in out.split("\n") if line.strip()]
+
+    # Count from the client's first success on: its first requests may precede the
+    # Service's rules on its node (created in the same apply).
+    deadline = time.monotonic() + 60
+    while "ok" not in fetches() and time.monotonic() < deadline:
+        time.sleep(1)
+    settled = len(fetches())
     backups = old.state / "backups" / "etcd"
     before = set(backups.glob("*.db")) if backups.is_dir() else set()
 
@@ -182,9 +192,11 @@ def test_rolling_upgrade_keeps_the_service_answering(old: Old) -> None:
     result = provision(old.at(TO), None, None, None, True, LineProgress(sys.stdout))
     seconds = time.monotonic() - started
     time.sleep(3)
-    lines = _kubectl(old, "logs", "daemonset/upclient", "--tail=-1").split("\n")
-    fetched = [line for line in lines if line.strip()]
+    every = fetches()
+    fetched = every[settled:]
     failed = [line for line in fetched if line.startswith("FAIL")]
+    print(f"before the upgrade: {len(every[:settled])} fetches, "
+          f"{sum(1 for line in every[:settled] if line.startswith('FAIL'))} failed")
     print(f"upgrade {FROM} -> {TO}: {seconds:.1f}s (steps {result.steps}); changed per host "
           f"{ {h: r.changed for h, r in result.host_totals().items()} }; the client fetched "
           f"the web Service {len(fetched)} times, {len(failed)} failed {failed[:10]}")
