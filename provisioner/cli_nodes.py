@@ -53,10 +53,7 @@ def remove(
         _fail(f"error: {exc}")
     failed = result.failed
     if failed is not None:
-        failure = failed.error or next((f"{h}: {f.task}: {f.message}"
-                                        for h, r in failed.hosts.items() for f in r.failures),
-                                       "the playbook failed")
-        _fail(f"node remove FAILED ({failed.phase}): {failure}")
+        _fail(f"node remove FAILED ({failed.phase}): {failed.why()}")
     still = [n for n in names if n in {h.name for h in plan.hosts}]
     out.print(f"removed {', '.join(names)} from {plan.name} in {result.seconds:.1f}s: "
               "drained, Node deleted, host reset", markup=False, highlight=False)

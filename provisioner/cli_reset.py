@@ -67,10 +67,7 @@ def reset(
         _fail(f"error: reset: {exc}")
     result = run.result
     if not result.succeeded:
-        failure = result.error or next((f"{h}: {f.task}: {f.message}"
-                                        for h, r in result.hosts.items() for f in r.failures),
-                                       "the playbook failed")
-        _fail(f"reset FAILED: {failure}; run it again to finish (run {run.run_dir})")
+        _fail(f"reset FAILED: {result.why()}; run it again to finish (run {run.run_dir})")
     out.print(f"reset {len(chosen)} host(s) of {plan.name} in {result.seconds:.1f}s, "
               f"{result.changed} changes; etcd data {data.lower()}; the CA and keys stay in "
               "the state directory", markup=False, highlight=False)

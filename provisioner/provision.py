@@ -500,10 +500,7 @@ def _pre_upgrade_snapshot(spec_file: Path, state_dir: Path | None,
 
 
 def _removal_failure(result: PhaseResult, names: list[str]) -> str:
-    failure = result.error or next((f"{h}: {f.task}: {f.message}"
-                                    for h, r in result.hosts.items() for f in r.failures),
-                                   f"{result.phase} failed")
-    return (f"prune of {', '.join(names)} stopped: {failure}. Nothing else was changed; "
+    return (f"prune of {', '.join(names)} stopped: {result.why()}. Nothing else was changed; "
             "provision again with --prune to go on")
 
 

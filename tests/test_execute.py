@@ -207,3 +207,14 @@ def test_scrub_censors_nested_no_log_items() -> None:
            "results": [{"_ansible_no_log": True, "stdout": SECRET}, {"stdout": "x" * 5000}]}
     clean = json.dumps(scrub(res))
     assert SECRET not in clean and "censored" in clean and len(clean) < 3000
+
+
+def test_why_a_phase_failed_in_one_line() -> None:
+    from provisioner.execute.model import Failure, HostResult, PhaseResult
+
+    hosts = {"lab-w2": HostResult("lab-w2", failed=1, failures=(Failure("Drain", "timed out"),)),
+             "lab-w1": HostResult("lab-w1", ok=3)}
+    assert PhaseResult("node", "node.yml", "failed", 2, 1.0, hosts).why() == \
+        "lab-w2: Drain: timed out"
+    assert PhaseResult("node", "node.yml", "failed", 4, 1.0, {}, error="syntax").why() == "syntax"
+    assert PhaseResult("node", "node.yml", "failed", 2, 1.0, {}).why() == "node.yml failed"

@@ -85,6 +85,13 @@ class PhaseResult:
         return [(h.host, f.task, f.message)
                 for h in sorted(self.hosts.values(), key=lambda h: h.host) for f in h.failures]
 
+    def why(self) -> str:
+        """Why the run failed, in one line: its error, else the first "host: task: message"."""
+        if self.error:
+            return self.error
+        first = next(iter(self.failures()), None)
+        return ": ".join(first) if first else f"{self.playbook} failed"
+
     def to_json(self) -> dict[str, Any]:
         """The record as JSON-ready data (what ``summary.json`` holds per phase)."""
         return {
