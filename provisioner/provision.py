@@ -674,10 +674,10 @@ def provision(
         results, skipped, failure = _run_phases(plan, selected, pdd, base_vars, run_dir,
                                                 progress, targets, parallel)
         steps["phases"] = time.monotonic() - mark
-        if results:
-            # Every host the phases touched now belongs to the cluster: a later spec without
-            # it is refused, not silently dropped.
-            write_applied(sdir, plan, spec_file)
+        # Every host of the spec now belongs to the cluster (converged, or touched by a
+        # phase): a later spec without it is refused, not silently dropped. Also written
+        # when nothing ran, so a cluster made before this record existed gets one.
+        write_applied(sdir, plan, spec_file)
         checks: list[CheckResult] = []
         if failure is None and any(p.name == "verify" for p in selected):
             mark = time.monotonic()
