@@ -30,6 +30,9 @@ def remove(
     timeout: Annotated[int, typer.Option(
         "--timeout", min=10, help="Seconds the drain may take before it stops; the node "
         "stays cordoned then and nothing else is changed.")] = DEFAULT_DRAIN_TIMEOUT,
+    forget: Annotated[bool, typer.Option(
+        "--forget", help="The host is gone for good (dead, unreachable): once its Node is "
+        "deleted, drop it from the cluster's record even if its reset fails.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     state_dir: StateDir = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every task.")] = False,
@@ -48,12 +51,16 @@ def remove(
     progress = progress_for(err, verbose=verbose)
     try:
         with progress:
-            result = remove_nodes(file, state_dir, names, timeout, progress)
+            result = remove_nodes(file, state_dir, names, timeout, progress, forget)
     except ProvisionError as exc:
         _fail(f"error: {exc}")
     failed = result.failed
     if failed is not None:
         _fail(f"node remove FAILED ({failed.phase}): {failed.why()}")
+    if result.forgotten and result.reset is not None:
+        out.print(f"warning: the reset failed ({result.reset.result.why()}); the host was "
+                  "forgotten as asked (--forget) and may still run what was installed",
+                  markup=False, highlight=False)
     still = [n for n in names if n in {h.name for h in plan.hosts}]
     out.print(f"removed {', '.join(names)} from {plan.name} in {result.seconds:.1f}s: "
               "drained, Node deleted, host reset", markup=False, highlight=False)

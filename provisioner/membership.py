@@ -110,8 +110,8 @@ def refusal(plan: Plan, gone: list[str], applied: Applied) -> str:
             + "\n".join(lines) + "\n"
             f"Fix: remove them from the cluster first: `provisioner node remove FILE "
             f"{gone[0]}` (cordon, drain respecting PodDisruptionBudgets, delete the Node, "
-            "reset the host), or provision with --prune to do that for every host listed; "
-            "or put them back into the spec.")
+            "reset the host; add --forget for a host that is gone for good), or provision "
+            "with --prune to do that for every host listed; or put them back into the spec.")
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,12 @@ def removal(plan: Plan, applied: Applied | None, names: list[str]) -> Removal:
         source, recorded = old, True
         spec_dir = Path(applied.spec_dir) if applied is not None else None
     by_name = {h.name: h for h in source.hosts}
+    unplanned = [n for n in names if n not in by_name]
+    if unplanned:
+        raise MembershipError(
+            f"{', '.join(unplanned)} and {', '.join(n for n in names if n in by_name)} are "
+            "not in the same spec (the current one, or the one last provisioned); remove "
+            "them in separate runs")
     cps = {h.name for h in source.control_plane}
     for name in names:
         roles = by_name[name].machine.roles

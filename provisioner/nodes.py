@@ -39,13 +39,14 @@ class RemoveResult:
     removal: Removal
     drain: Day2Run
     reset: Day2Run | None
+    forgotten: bool = False  # the reset failed, and the hosts were dropped from the record
 
     @property
     def failed(self) -> PhaseResult | None:
-        """The run that failed, if one did."""
+        """The run that failed, if one did (a reset of forgotten hosts does not count)."""
         if not self.drain.result.succeeded:
             return self.drain.result
-        if self.reset is not None and not self.reset.result.succeeded:
+        if self.reset is not None and not self.reset.result.succeeded and not self.forgotten:
             return self.reset.result
         return None
 
@@ -65,8 +66,10 @@ def plan_removal(plan: Plan, sdir: Path, names: list[str],
 
 
 def remove_locked(chosen: Removal, sdir: Path, spec_dir: Path, timeout: int,
-                  progress: ProgressSink) -> RemoveResult:
-    """Drain and delete the nodes, then reset their hosts; the caller holds the lock."""
+                  progress: ProgressSink, forget: bool = False) -> RemoveResult:
+    """Drain and delete the nodes, then reset their hosts; the caller holds the lock.
+    ``forget``: hosts that are gone for good are dropped from the record even when their
+    reset fails (once their Node objects are deleted)."""
     plan = chosen.plan
     out = sdir / (REMOVAL_DIR if chosen.recorded else "rendered")
     run_id = new_run_id()
@@ -79,20 +82,20 @@ def remove_locked(chosen: Removal, sdir: Path, spec_dir: Path, timeout: int,
     reset = run_rendered(plan, sdir, spec_dir, out, "reset.yml", "reset", chosen.names,
                          {"reset_etcd_data": False, **removal_extravars(plan)}, progress,
                          run_id + "-reset", scratch=chosen.recorded)
-    if reset.result.succeeded:
+    if reset.result.succeeded or forget:
         forget_hosts(sdir, chosen.names)
-    return RemoveResult(chosen, drain, reset)
+    return RemoveResult(chosen, drain, reset, forget and not reset.result.succeeded)
 
 
 def remove_nodes(spec_file: Path, state_dir: Path | None, names: list[str], timeout: int,
-                 progress: ProgressSink) -> RemoveResult:
+                 progress: ProgressSink, forget: bool = False) -> RemoveResult:
     """``provisioner node remove``: check, then remove under the cluster lock."""
     plan, _ = plan_and_select(spec_file, None, None, state_dir)
     sdir = cluster_dir(plan.name, state_dir)
     with cluster_lock(sdir):
         chosen = plan_removal(plan, sdir, names)
         return remove_locked(chosen, sdir, chosen.spec_dir or spec_file.resolve().parent,
-                             timeout, progress)
+                             timeout, progress, forget)
 
 
 __all__ = ["DEFAULT_DRAIN_TIMEOUT", "RemoveResult", "plan_removal", "remove_locked",

@@ -487,6 +487,27 @@ def _check_upgrade(plan: Plan, surveys: dict[str, HostSurvey]) -> Upgrade | None
         raise ProvisionError(str(exc)) from None
 
 
+def _upgrade_preconditions(plan: Plan, selected: tuple[Phase, ...],
+                           surveys: Mapping[str, HostSurvey]) -> None:
+    """An upgrade runs whole: every host answered (one left out could stay two minors
+    behind), and etcd, control-plane and node are all selected (``--only node`` alone would
+    put kubelets ahead of the apiservers). ``ProvisionError`` before any change otherwise."""
+    missing = [h for h, s in sorted(surveys.items()) if s.report is None]
+    if missing:
+        raise ProvisionError(
+            f"upgrade to {plan.version}: {', '.join(missing)} did not answer the survey, so "
+            "its release is unknown; nothing was changed. Fix: make every host reachable "
+            "(`provisioner verify FILE --only ssh`), then provision again.")
+    names = {n for p in selected for n in [p.name, *(c.name for c in p.walk()[1:])]}
+    needed = [p for p in ("etcd", "control-plane", "node")
+              if p in {ph.name for ph in plan.phases} and p not in names]
+    if needed:
+        raise ProvisionError(
+            f"upgrade to {plan.version} needs the {', '.join(needed)} phase(s), which "
+            "--only/--skip left out: the control plane must be upgraded before the "
+            "kubelets; nothing was changed. Fix: provision without --only/--skip.")
+
+
 def _pre_upgrade_snapshot(spec_file: Path, state_dir: Path | None,
                           progress: ProgressSink) -> str:
     """An etcd snapshot into the state directory before an upgrade changes anything."""
@@ -639,6 +660,8 @@ def provision(
         if not replace_identity:
             _check_identity(plan, sdir, rendered, surveys)
         upgrade = _check_upgrade(plan, surveys)
+        if upgrade is not None:
+            _upgrade_preconditions(plan, selected, surveys)
         targets = None if full else phase_hosts(plan, surveys)
         steps["survey"] = time.monotonic() - surveyed
         _report_survey(surveys, targets, steps["survey"], progress)
@@ -674,10 +697,12 @@ def provision(
         results, skipped, failure = _run_phases(plan, selected, pdd, base_vars, run_dir,
                                                 progress, targets, parallel)
         steps["phases"] = time.monotonic() - mark
-        # Every host of the spec now belongs to the cluster (converged, or touched by a
-        # phase): a later spec without it is refused, not silently dropped. Also written
-        # when nothing ran, so a cluster made before this record existed gets one.
-        write_applied(sdir, plan, spec_file)
+        if failure is None:
+            # Every host of the spec now belongs to the cluster: a later spec without it is
+            # refused, not silently dropped. Also written when nothing had to run, so a
+            # cluster made before this record existed gets one. A failed run keeps the old
+            # record (and its release, so the next run checks the upgrade path again).
+            write_applied(sdir, plan, spec_file)
         checks: list[CheckResult] = []
         if failure is None and any(p.name == "verify" for p in selected):
             mark = time.monotonic()

@@ -223,3 +223,78 @@ def test_plan_diff_names_joining_leaving_and_the_upgrade(tmp_path: Path,
     lines, data = cluster_changes(plan, sdir, surveys)
     assert "skips a minor release" in data["upgrade"]["refused"]
     assert any(line.startswith("refused: ") for line in lines)
+
+
+STATIC = """apiVersion: provisioner.dev/v1alpha1
+kind: Cluster
+metadata: {{name: metal}}
+spec:
+  kubernetesVersion: "1.37.2"
+  provider: {{type: static}}
+  ssh: {{user: debian, privateKeyFile: id_ed25519}}
+  hosts:
+    - {{name: cp-a, address: 10.20.0.11}}
+{workers}
+  controlPlane: {{hosts: [cp-a]}}
+  workers: {{hosts: [{names}]}}
+"""
+
+
+def _static(tmp_path: Path, name: str, workers: list[str]) -> Path:
+    path = tmp_path / name
+    path.write_text(STATIC.format(
+        workers="\n".join(f"    - {{name: {w}, address: 10.20.0.{21 + i}}}"
+                          for i, w in enumerate(workers)), names=", ".join(workers)))
+    return path
+
+
+def test_removal_refuses_names_from_two_different_specs(tmp_path: Path,
+                                                        state_root: Path) -> None:
+    sdir = cluster_dir("metal")
+    old = _static(tmp_path, "old.yaml", ["node-a", "node-b"])
+    write_applied(sdir, _plan(old), old)
+    # node-c is new in the current spec (never provisioned), node-b only in the record.
+    current = _plan(_static(tmp_path, "spec.yaml", ["node-a", "node-c"]))
+    with pytest.raises(MembershipError, match="node-c and node-b are not in the same spec"):
+        removal(current, read_applied(sdir), ["node-b", "node-c"])
+    assert removal(current, read_applied(sdir), ["node-b"]).recorded is True
+    assert removal(current, read_applied(sdir), ["node-c"]).recorded is False
+
+
+def test_forget_drops_an_unreachable_host_whose_reset_failed(
+        tmp_path: Path, state_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sdir = cluster_dir("lab")
+    old = _spec(tmp_path, 3, "old.yaml")
+    write_applied(sdir, _plan(old), old)
+
+    def run_rendered_double(plan: Plan, *args: Any, **kwargs: Any) -> Day2Run:
+        """Test double of the day-2 runner: the drain works, the reset finds no host."""
+        return _run(plan, args[4], ok=args[3] == "node-remove.yml")
+
+    monkeypatch.setattr("provisioner.nodes.run_rendered", run_rendered_double)
+    chosen = removal(_plan(_spec(tmp_path, 2)), read_applied(sdir), ["lab-w3"])
+    kept = remove_locked(chosen, sdir, tmp_path, 60, NullProgress())
+    assert kept.failed is not None and not kept.forgotten
+    applied = read_applied(sdir)
+    assert applied is not None and "lab-w3" in applied.hosts
+    gone = remove_locked(chosen, sdir, tmp_path, 60, NullProgress(), forget=True)
+    assert gone.failed is None and gone.forgotten
+    applied = read_applied(sdir)
+    assert applied is not None and "lab-w3" not in applied.hosts
+
+
+def test_an_upgrade_needs_every_host_and_the_whole_rollout() -> None:
+    from provisioner.converge.survey import HostSurvey
+    from provisioner.plan import select_phases
+    from provisioner.provision import _upgrade_preconditions
+
+    plan = build_plan(load_file(Path(__file__).resolve().parents[1] / "inventories" /
+                                "nspawn-3cp-2w.yaml", require_files=False))
+    every = {h.name: HostSurvey(h.name, {"versions": {"kubelet": "1.36.3"}})
+             for h in plan.hosts}
+    _upgrade_preconditions(plan, select_phases(plan, None, None), every)
+    with pytest.raises(ProvisionError, match="needs the etcd, control-plane phase"):
+        _upgrade_preconditions(plan, select_phases(plan, ["node"], None), every)
+    every["lab-w2"] = HostSurvey("lab-w2", None, error="unreachable")
+    with pytest.raises(ProvisionError, match="lab-w2 did not answer the survey"):
+        _upgrade_preconditions(plan, select_phases(plan, None, None), every)

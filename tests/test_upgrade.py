@@ -190,3 +190,19 @@ def test_the_release_is_checked_before_artifacts_only_when_it_changed(
     write_applied(sdir, plan, spec)
     _release_first(plan, sdir, None)  # type: ignore[arg-type]  # the recorded release
     assert len(asked) == 1
+
+
+def test_a_probe_for_no_files_keeps_the_hash_cache(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from provisioner.converge import probe
+
+    cache = tmp_path / "cache.json"
+    cache.write_text(json.dumps({"/usr/local/bin/kubelet": [1, 2, 3, 4, "abc"]}))
+    request = {"cache": str(cache), "versions": {}}
+    script = Path(probe.__file__).read_text() + f"\n_main({json.dumps(request)!r})\n"
+    subprocess.run([sys.executable, "-"], input=script.encode(), check=True,
+                   capture_output=True)
+    assert json.loads(cache.read_text()) == {"/usr/local/bin/kubelet": [1, 2, 3, 4, "abc"]}

@@ -312,6 +312,9 @@ def _main(request_text: str) -> None:
         "identity": _read(request["identity"]) if request.get("identity") else "",
         "versions": _versions(request.get("versions", {}), cache, used, time.time_ns()),
     }
+    if not request.get("files"):
+        # A request for no files (the early release check) keeps the binaries' entries.
+        used = {**cache, **used}
     if cache_path and used != cache:
         _save_cache(cache_path, used)
     report["seconds"] = round(time.time() - started, 3)
