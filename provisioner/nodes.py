@@ -17,7 +17,6 @@ from provisioner.artifacts.bundle import removal_extravars
 from provisioner.day2 import Day2Run, run_rendered
 from provisioner.execute import PhaseResult, ProgressSink
 from provisioner.membership import (
-    DEFAULT_DRAIN_TIMEOUT,
     Applied,
     MembershipError,
     Removal,
@@ -96,7 +95,3 @@ def remove_nodes(spec_file: Path, state_dir: Path | None, names: list[str], time
         chosen = plan_removal(plan, sdir, names)
         return remove_locked(chosen, sdir, chosen.spec_dir or spec_file.resolve().parent,
                              timeout, progress, forget)
-
-
-__all__ = ["DEFAULT_DRAIN_TIMEOUT", "RemoveResult", "plan_removal", "remove_locked",
-           "remove_nodes"]

@@ -62,6 +62,7 @@ from provisioner.verify import CheckResult, summary_line, to_json, verify
 from provisioner.verify.ssh import ParamikoRunner, SshRunner
 
 if TYPE_CHECKING:
+    from provisioner.membership import Applied
     from provisioner.upgrade import Upgrade
 
 SUMMARY_FILE = "summary.json"
@@ -306,15 +307,13 @@ def _refuse_untrusted(found: Mapping[str, HostSurvey]) -> None:
                 for e in sorted(key_problems, key=lambda e: e.host)))
 
 
-def _release_first(plan: Plan, sdir: Path, runner: SshRunner) -> None:
+def _release_first(plan: Plan, applied: Applied | None, runner: SshRunner) -> None:
     """When the spec names another release than the last provision converged (or there is
     no record): ask every host which release it runs, and refuse a skipped minor or a
     downgrade before the new release's artifacts are even fetched (an unsupported path
     must not fail on a missing artifact instead). One read-only round trip."""
     from provisioner.converge import survey
-    from provisioner.membership import read_applied
 
-    applied = read_applied(sdir)
     if applied is not None and applied.version == plan.version:
         return
     found = survey({h.name: HostWant(h.name) for h in plan.hosts}, plan, runner)
@@ -378,6 +377,7 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
     nothing: the PKI is prepared in a temporary copy of the state (a certificate that a
     provision would reissue shows as a change), and hosts are only read."""
     from provisioner.converge.diff import diff_json, diff_text
+    from provisioner.membership import read_applied
 
     plan, selected = plan_and_select(spec_file, only, skip, state_dir)
     spec_dir = spec_file.resolve().parent
@@ -393,7 +393,7 @@ def plan_diff(spec_file: Path, only: list[str] | None, skip: list[str] | None,
     tree = scratch_render(plan, sdir, spec_dir, connections)
     runner = ParamikoRunner(reach(plan, sdir, connections), 10.0)
     try:
-        _release_first(plan, sdir, runner)
+        _release_first(plan, read_applied(sdir), runner)
     except ProvisionError:
         runner.close()
         raise
@@ -636,7 +636,7 @@ def provision(
             _record_host_keys(plan, sdir, progress)
         early = ParamikoRunner(reaches, 10.0)
         try:
-            _release_first(plan, sdir, early)
+            _release_first(plan, applied, early)
         finally:
             early.close()
         mark = time.monotonic()

@@ -167,7 +167,7 @@ def test_a_one_node_cluster_upgrades_without_a_drain(tmp_path: Path) -> None:
 
 def test_the_release_is_checked_before_artifacts_only_when_it_changed(
         tmp_path: Path, state_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from provisioner.membership import write_applied
+    from provisioner.membership import read_applied, write_applied
     from provisioner.provision import ProvisionError, _release_first
     from provisioner.state import cluster_dir
 
@@ -183,12 +183,12 @@ def test_the_release_is_checked_before_artifacts_only_when_it_changed(
     plan = _plan("1.37.2")
     sdir = cluster_dir("lab")
     with pytest.raises(ProvisionError, match="skips a minor release"):
-        _release_first(plan, sdir, None)  # type: ignore[arg-type]  # no record yet
+        _release_first(plan, read_applied(sdir), None)  # type: ignore[arg-type]  # no record yet
     assert asked == [sorted(CPS + WORKERS)]
     spec = tmp_path / "spec.yaml"
     spec.write_text(LAB.read_text())
     write_applied(sdir, plan, spec)
-    _release_first(plan, sdir, None)  # type: ignore[arg-type]  # the recorded release
+    _release_first(plan, read_applied(sdir), None)  # type: ignore[arg-type]  # the recorded release
     assert len(asked) == 1
 
 
