@@ -186,13 +186,13 @@ def etcd_restore(spec_file: Path, state_dir: Path | None, snapshot: Path, force:
     token, the members start together, then the control plane. Returns the run and its
     seconds; raises ``BackupError`` before any host is touched when the snapshot is not
     this cluster's or is damaged."""
-    from provisioner.components.etcd import etcd_flags
+    from provisioner.components.etcd import initial_cluster
     from provisioner.provision import plan_and_select
 
     started = time.monotonic()
     plan, _ = plan_and_select(spec_file, None, None, state_dir)
     check_snapshot(plan, snapshot, force)
-    initial = dict(etcd_flags(plan, plan.etcd[0]))["initial-cluster"]
+    initial = initial_cluster(plan)
 
     def extravars(plan: Plan, sdir: Path, run_id: str) -> dict[str, Any]:
         return {"etcd_restore_source": str(snapshot.resolve()),

@@ -81,8 +81,13 @@ def select_leaves(plan: Plan, only: Sequence[str] | None) -> tuple[str, ...]:
         return valid
     cas = {ca.name for ca in plan.pki.cas}
     problems = []
+    wanted: set[str] = set()
     for name in dict.fromkeys(only):
-        if name in valid:
+        # A folder of the store names every leaf in it: "apiserver" is each control-plane
+        # node's serving pair, "kubelet" each node's pairs.
+        group = {v for v in valid if v == name or v.startswith(name.rstrip("/") + "/")}
+        if group:
+            wanted |= group
             continue
         if name in cas:
             problems.append(f"{name!r} is a CA: CA rotation is not done yet (renewing a CA "
@@ -95,7 +100,6 @@ def select_leaves(plan: Plan, only: Sequence[str] | None) -> tuple[str, ...]:
     if problems:
         raise RenewError("--only: " + "; ".join(problems) + ". Valid names: "
                          + ", ".join(valid))
-    wanted = set(only)
     return tuple(n for n in valid if n in wanted)
 
 

@@ -9,8 +9,11 @@ names the two ways out: ``provisioner node remove FILE NODE`` or ``provision --p
 Removing a node cordons it, drains it through the eviction API (PodDisruptionBudgets are
 respected; the drain gives up after a timeout and leaves the node cordoned), deletes its Node
 object and resets the host (``playbooks/reset.yml`` on that host only). The host is reached
-as the recorded spec describes it when it is no longer in the current one. Only workers can
-be removed this way; control-plane and etcd membership changes are refused with the reason.
+as the recorded spec describes it when it is no longer in the current one. A control-plane
+node also stops serving (the load balancers' health checks move away during the apiserver's
+shutdown delay) and its etcd member is removed from a remaining one, only while every
+remaining member is healthy, one member at a time; its data is set aside on the host.
+Dedicated etcd hosts are refused with the reason.
 """
 
 from __future__ import annotations
@@ -123,11 +126,15 @@ class Removal:
     kubectl_host: str
     recorded: bool  # True: the hosts are reached as the last provision's spec describes them
     spec_dir: Path | None = None  # the recorded spec's folder, when ``recorded``
+    control_plane: tuple[str, ...] = ()  # of ``names``, the control-plane nodes
+    etcd: tuple[str, ...] = ()  # of ``names``, the (stacked) etcd members
 
 
 def removal(plan: Plan, applied: Applied | None, names: list[str]) -> Removal:
-    """Check that ``names`` can be removed as workers and pick the plan that reaches them;
-    ``MembershipError`` (nothing changed) otherwise."""
+    """Check that ``names`` can be removed (workers, and control-plane nodes with their
+    stacked etcd member, as long as one of each is left) and pick the plan that reaches them
+    and the control-plane node that drains them; ``MembershipError`` (nothing changed)
+    otherwise."""
     if not names:
         raise MembershipError("name at least one node to remove")
     current = {h.name for h in plan.hosts}
@@ -152,18 +159,23 @@ def removal(plan: Plan, applied: Applied | None, names: list[str]) -> Removal:
             f"{', '.join(unplanned)} and {', '.join(n for n in names if n in by_name)} are "
             "not in the same spec (the current one, or the one last provisioned); remove "
             "them in separate runs")
-    cps = {h.name for h in source.control_plane}
     for name in names:
         roles = by_name[name].machine.roles
-        if Role.CONTROL_PLANE in roles or Role.ETCD in roles or name in cps:
-            shown = ", ".join(sorted(r.value for r in roles))
+        if Role.ETCD in roles and Role.CONTROL_PLANE not in roles:
             raise MembershipError(
-                f"{name} is a control-plane or etcd host ({shown}); "
-                "changing control-plane or etcd membership is not supported yet, so nothing was "
-                "changed. Only workers can be removed: keep it in the spec.")
-    if not [h for h in source.control_plane if h.name not in names]:
-        raise MembershipError("no control-plane node would be left to drain from")
+                f"{name} is a dedicated etcd host; removing one is not supported yet (only "
+                "workers and control-plane nodes with their stacked etcd member are), so "
+                "nothing was changed: keep it in the spec.")
+    remaining_cps = [h for h in source.control_plane if h.name not in names]
+    if not remaining_cps:
+        raise MembershipError("no control-plane node would be left to drain from; keep at "
+                              "least one in the spec")
+    members = [h.name for h in source.etcd]
+    if members and not [m for m in members if m not in names]:
+        raise MembershipError("no etcd member would be left: the cluster's data lives there")
     left_nodes = [h.name for h in plan.nodes if h.name not in names]
     if not left_nodes:
         raise MembershipError("removing every node would leave nowhere for the pods to go")
-    return Removal(source, list(names), source.control_plane[0].name, recorded, spec_dir)
+    return Removal(source, list(names), remaining_cps[0].name, recorded, spec_dir,
+                   tuple(n for n in names if by_name[n].machine.is_control_plane),
+                   tuple(n for n in names if by_name[n].machine.is_etcd))

@@ -1,7 +1,8 @@
-"""Removing worker nodes: ``provisioner node remove`` and ``provision --prune``.
+"""Removing nodes: ``provisioner node remove`` and ``provision --prune``.
 
 Scope: runs ``playbooks/node-remove.yml`` (cordon, drain respecting PodDisruptionBudgets,
-delete the Node) from the first control-plane node, then ``playbooks/reset.yml`` on the
+delete the Node; for a control-plane node also stop its control plane and remove its etcd
+member) from the first remaining control-plane node, then ``playbooks/reset.yml`` on the
 removed hosts, through the day-2 pipeline, and drops them from the record of the cluster
 (``provisioner.membership``). Hosts no longer in the spec are reached as the last
 provision's spec describes them, rendered into ``<cluster>/rendered-removal`` without
@@ -72,9 +73,16 @@ def remove_locked(chosen: Removal, sdir: Path, spec_dir: Path, timeout: int,
     plan = chosen.plan
     out = sdir / (REMOVAL_DIR if chosen.recorded else "rendered")
     run_id = new_run_id()
+    # The control-plane nodes being removed are in this run too: they stop serving, and
+    # their etcd members' data is set aside once the members are removed.
     drain = run_rendered(plan, sdir, spec_dir, out, "node-remove.yml", "node-remove",
-                         [chosen.kubectl_host], {"node_remove_names": chosen.names,
-                                                 "node_remove_timeout": timeout},
+                         [chosen.kubectl_host, *chosen.control_plane],
+                         {"node_remove_names": chosen.names,
+                          "node_remove_timeout": timeout,
+                          "node_remove_control_plane": list(chosen.control_plane),
+                          "node_remove_etcd": list(chosen.etcd),
+                          "node_remove_forget": forget,
+                          "kube_first_control_plane": chosen.kubectl_host},
                          progress, run_id + "-drain", scratch=chosen.recorded)
     if not drain.result.succeeded:
         return RemoveResult(chosen, drain, None)

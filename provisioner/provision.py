@@ -427,16 +427,28 @@ def cluster_changes(plan: Plan, sdir: Path, surveys: Mapping[str, HostSurvey]
     from provisioner.upgrade import UpgradeRefused, check
 
     joining = [h for h, s in sorted(surveys.items()) if s.report is not None and not s.identity]
-    gone = left_spec(plan, read_applied(sdir))
     lines: list[str] = []
     upgrade: dict[str, Any] | None = None
+    applied = read_applied(sdir)
+    gone = left_spec(plan, applied)
     if joining:
         lines.append(f"joining: {', '.join(joining)} (new hosts: every selected phase runs "
                      "there; the other hosts change only where the diff below says)")
+        members = [h for h in joining if plan.host(h).machine.is_etcd]
+        if members and len(members) < len(plan.etcd):
+            lines.append(f"etcd: {', '.join(members)} join the running cluster one at a "
+                         "time, each added as a learner while every member is healthy, "
+                         "started, then promoted once in sync; no running member restarts")
     if gone:
         lines.append(f"leaving: {', '.join(gone)} (no longer in the spec): provision refuses "
                      "until they are removed; with --prune it first cordons and drains each, "
                      "deletes its Node and resets the host")
+        recorded = applied.hosts if applied is not None else {}
+        members = [h for h in gone if "etcd" in recorded.get(h, [])]
+        if members:
+            lines.append(f"etcd: with --prune, {', '.join(members)} stop serving behind the "
+                         "load balancers, then leave etcd one member at a time, each only "
+                         "while every member that stays is healthy; their data is set aside")
     try:
         up = check(plan, surveys)
     except UpgradeRefused as exc:
@@ -675,7 +687,9 @@ def provision(
         if pruning is not None:
             mark = time.monotonic()
             progress.note(f"prune: removing {', '.join(pruning.names)} (left the spec): "
-                          "cordon, drain, delete the Node, reset the host")
+                          "cordon, drain, delete the Node, "
+                          + ("stop the control plane, remove the etcd members one at a time, "
+                             if pruning.etcd else "") + "reset the host")
             removed = remove_locked(pruning, sdir, pruning.spec_dir or spec_dir,
                                     drain_timeout, progress)
             if removed.failed is not None:

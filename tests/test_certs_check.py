@@ -249,7 +249,7 @@ def test_state_directory_certificates_and_a_corrupt_one(tmp_path: Path) -> None:
     (tmp_path / "pki" / "etcd" / "server-ct-cp1.crt").write_text("garbage\n")
     certs, problems = read_state(tmp_path)
     names = {c.path.removeprefix(str(tmp_path / "pki") + "/") for c in certs}
-    assert {"ca.crt", "etcd/ca.crt", "front-proxy-ca.crt", "apiserver.crt"} <= names
+    assert {"ca.crt", "etcd/ca.crt", "front-proxy-ca.crt", "apiserver/ct-cp1.crt"} <= names
     assert not any(n.endswith(".key") for n in names)
     assert {c.where for c in certs} == {STATE}
     assert next(c for c in certs if c.path.endswith("/pki/ca.crt")).is_ca

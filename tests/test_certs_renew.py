@@ -38,6 +38,7 @@ from provisioner.state import cluster_dir, private_dir
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "tests" / "golden" / "3cp-2w" / "spec.yaml"
 ROLLOUT = ["etcd", "lb", "control-plane", "node"]
+APISERVERS = ("apiserver/lab-cp1", "apiserver/lab-cp2", "apiserver/lab-cp3")  # one per cp
 
 
 def _plan(spec: Path = SPEC) -> Plan:
@@ -78,8 +79,12 @@ def test_leaves_are_every_certificate_signed_by_a_ca_and_nothing_else() -> None:
     cas = {ca.name for ca in plan.pki.cas}
     assert set(leaves) == {c.name for c in plan.pki.certs}
     assert not cas & set(leaves) and "sa" not in leaves
-    assert {"apiserver", "lb-healthcheck", "super-admin", "etcd/peer-lab-cp2",
+    assert {*APISERVERS, "lb-healthcheck", "super-admin", "etcd/peer-lab-cp2",
             "kubelet/lab-w1-client", "kubelet/lab-w1-serving"} <= set(leaves)
+    # The serving pair is per control-plane node now: no shared "apiserver" leaf.
+    assert "apiserver" not in leaves
+    assert [n for n in leaves if n.startswith("apiserver/")] == [
+        f"apiserver/{h.name}" for h in plan.control_plane]
 
 
 def test_only_names_leaves_and_lists_the_valid_names() -> None:
@@ -87,21 +92,28 @@ def test_only_names_leaves_and_lists_the_valid_names() -> None:
     assert select_leaves(plan, None) == leaf_names(plan)
     # Plan order, each once, whatever order and repeats were given.
     assert select_leaves(plan, ["lb-healthcheck", "apiserver", "apiserver"]) == (
-        "apiserver", "lb-healthcheck")
+        *APISERVERS, "lb-healthcheck")
+    # A folder of the store names every leaf under it: "apiserver" is each control-plane
+    # node's serving pair (and not apiserver-kubelet-client or apiserver-etcd-client).
+    assert select_leaves(plan, ["apiserver"]) == tuple(
+        f"apiserver/{h.name}" for h in plan.control_plane)
+    assert select_leaves(plan, ["apiserver/lab-cp2"]) == ("apiserver/lab-cp2",)
     for bad, why in (("ca", "CA rotation is not done yet"), ("etcd/ca", "is a CA"),
                      ("sa", "service-account key"), ("apiservr", "not a certificate")):
         with pytest.raises(RenewError) as err:
             select_leaves(plan, ["apiserver", bad])
         text = str(err.value)
         assert f"{bad!r}" in text and why in text, text
-        assert "Valid names: apiserver, apiserver-kubelet-client," in text
+        assert ("Valid names: apiserver/lab-cp1, apiserver/lab-cp2, apiserver/lab-cp3, "
+                "apiserver-kubelet-client,") in text
         assert "kubelet/lab-w2-serving" in text and "'apiserver' is" not in text
 
 
 def test_each_leaf_is_rolled_out_by_the_phases_that_install_it() -> None:
     plan = _plan()
     shipped = leaf_phases(plan)
-    assert shipped["apiserver"] == ("control-plane",)
+    for name in APISERVERS:
+        assert shipped[name] == ("control-plane",), name
     assert shipped["etcd/server-lab-cp1"] == ("etcd",)
     assert shipped["lb-healthcheck"] == ("lb",)  # /etc/haproxy/pki/healthcheck.pem
     assert shipped["kubelet/lab-w1-client"] == ("node",)
@@ -109,7 +121,8 @@ def test_each_leaf_is_rolled_out_by_the_phases_that_install_it() -> None:
     assert shipped["super-admin"] == ()  # only in the state directory
     assert list(rollout_phases(plan, leaf_names(plan))) == ROLLOUT
     assert rollout_phases(plan, ["super-admin"]) == ()
-    assert rollout_phases(plan, ["kube-proxy", "apiserver"]) == ("control-plane", "node")
+    assert rollout_phases(plan, ["kube-proxy", "apiserver/lab-cp1"]) == (
+        "control-plane", "node")
 
 
 def test_an_external_load_balancer_needs_no_lb_phase_and_keepalived_holds_no_certificate(
@@ -269,13 +282,13 @@ def test_renew_converges_each_installing_phase_alone_in_plan_order(
     assert double.machines == [False] * len(ROLLOUT)
     for phase in ROLLOUT:
         assert f"s  {phase}: 1 hosts, 2 changed tasks" in output
-    assert "s  re-issue 27 in the state directory (the CAs kept)" in output
+    assert "s  re-issue 29 in the state directory (the CAs kept)" in output
     for n in names:
         new = _cert(sdir, n).not_valid_after_utc
         assert new > before[n]
         assert (f"  {n.ljust(max(map(len, names)))}  notAfter {new:%Y-%m-%dT%H:%M:%SZ} "
                 f"(was {before[n]:%Y-%m-%dT%H:%M:%SZ})") in output
-    assert "27 certificates renewed, installed through etcd, lb, control-plane, node" in output
+    assert "29 certificates renewed, installed through etcd, lb, control-plane, node" in output
 
 
 def test_renew_only_converges_the_phases_of_the_named_certificates(
@@ -317,7 +330,7 @@ def test_renew_with_an_unknown_or_ca_name_exits_2_and_changes_nothing(
     code, output = _renew(tmp_path, "--yes", "--only", "apiserver,front-proxy-ca")
     assert code == 2, output
     assert "'front-proxy-ca' is a CA: CA rotation is not done yet" in output
-    assert "Valid names: apiserver," in output
+    assert "Valid names: apiserver/lab-cp1," in output
     assert double.calls == [] and _files(sdir) == before
 
 
@@ -326,7 +339,7 @@ def test_renew_asks_first_and_a_no_changes_nothing(
     sdir, before, double = _refusal_setup(tmp_path, monkeypatch)
     code, output = _renew(tmp_path, stdin="n\n")
     assert code == 1, output
-    assert "Renew 27 certificates of cluster lab" in output
+    assert "Renew 29 certificates of cluster lab" in output
     assert "etcd, lb, control-plane, node?" in output
     assert "not confirmed; nothing was changed" in output
     assert double.calls == [] and _files(sdir) == before
@@ -337,10 +350,11 @@ def test_dry_run_lists_names_expiry_and_phases_and_changes_nothing(
     sdir, before, double = _refusal_setup(tmp_path, monkeypatch)
     code, output = _renew(tmp_path, "--dry-run", "--only", "apiserver,super-admin")
     assert code == 0, output
-    stamp = f"{_cert(sdir, 'apiserver').not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
-    assert f"apiserver    notAfter {stamp}  in phase control-plane" in output
-    assert "super-admin  notAfter" in output and "in the state directory only" in output
-    assert "would renew 2 certificates of lab and converge control-plane" in output
+    for name in APISERVERS:
+        stamp = f"{_cert(sdir, name).not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+        assert f"{name}  notAfter {stamp}  in phase control-plane" in output
+    assert "super-admin        notAfter" in output and "in the state directory only" in output
+    assert "would renew 4 certificates of lab and converge control-plane" in output
     assert double.calls == [] and _files(sdir) == before
 
 

@@ -97,16 +97,35 @@ def test_provision_refuses_a_spec_that_dropped_a_host(tmp_path: Path,
     assert not (sdir / "runs").exists() and not (sdir / "rendered").exists()
 
 
-def test_provision_prune_refuses_a_control_plane_host_before_anything(
-        tmp_path: Path, state_root: Path) -> None:
+def test_removing_control_plane_nodes_drains_from_one_that_stays(tmp_path: Path,
+                                                                 state_root: Path) -> None:
     sdir = cluster_dir("lab")
     old = _spec(tmp_path, 2, "old.yaml")
     write_applied(sdir, _plan(old), old)
-    # A record naming control-plane hosts the spec no longer has (a shrunk control plane).
-    new = _spec(tmp_path, 2, cps=1)
-    with pytest.raises(ProvisionError, match="lab-cp2 is a control-plane or etcd host"):
-        provision(new, None, None, None, False, NullProgress(), prune=True)
-    assert not (sdir / "runs").exists()
+    # A shrunk control plane: 3 -> 1, the two that left reached as the record describes them.
+    shrunk = removal(_plan(_spec(tmp_path, 2, cps=1)), read_applied(sdir),
+                     ["lab-cp2", "lab-cp3"])
+    assert shrunk.recorded and shrunk.kubectl_host == "lab-cp1"
+    assert shrunk.control_plane == ("lab-cp2", "lab-cp3") == shrunk.etcd
+    # The first control-plane node itself can go: another one drains it.
+    first = removal(_plan(old), read_applied(sdir), ["lab-cp1"])
+    assert first.kubectl_host == "lab-cp2" and first.etcd == ("lab-cp1",)
+    workers = removal(_plan(old), read_applied(sdir), ["lab-w1"])
+    assert workers.control_plane == () == workers.etcd
+
+
+def _dedicated_etcd_spec(tmp_path: Path) -> Path:
+    path = tmp_path / "dedicated.yaml"
+    path.write_text(SPEC.format(cps=1, workers=1) + "  etcd: {placement: dedicated, count: 3}\n")
+    return path
+
+
+def test_a_dedicated_etcd_host_is_refused(tmp_path: Path) -> None:
+    plan = _plan(_dedicated_etcd_spec(tmp_path))
+    member = next(h.name for h in plan.etcd)
+    assert member not in {h.name for h in plan.control_plane}
+    with pytest.raises(MembershipError, match=f"{member} is a dedicated etcd host"):
+        removal(plan, None, [member])
 
 
 def test_removal_picks_the_plan_that_reaches_the_host(tmp_path: Path,
@@ -123,7 +142,7 @@ def test_removal_picks_the_plan_that_reaches_the_host(tmp_path: Path,
 
 
 @pytest.mark.parametrize(("names", "match"), [
-    (["lab-cp2"], "lab-cp2 is a control-plane or etcd host"),
+    (["lab-cp1", "lab-cp2", "lab-cp3"], "no control-plane node would be left"),
     (["lab-w9"], "lab-w9: not a host of the spec or of the cluster as last provisioned; its "
                  "hosts are lab-cp1, lab-cp2, lab-cp3, lab-w1, lab-w2"),
     ([], "name at least one node"),
@@ -161,7 +180,9 @@ def test_remove_drains_from_the_first_control_plane_then_resets_the_host(
     assert result.failed is None and result.seconds == 3.0
     drain, reset = calls
     assert drain["playbook"] == "node-remove.yml" and drain["hosts"] == ["lab-cp1"]
-    assert drain["vars"] == {"node_remove_names": ["lab-w3"], "node_remove_timeout": 120}
+    assert drain["vars"] == {"node_remove_names": ["lab-w3"], "node_remove_timeout": 120,
+                             "node_remove_control_plane": [], "node_remove_etcd": [],
+                             "node_remove_forget": False, "kube_first_control_plane": "lab-cp1"}
     assert reset["playbook"] == "reset.yml" and reset["hosts"] == ["lab-w3"]
     assert reset["vars"]["reset_etcd_data"] is False
     assert "kubelet" in reset["vars"]["provisioner_artifacts"]
@@ -192,10 +213,10 @@ def test_a_failed_drain_resets_nothing_and_keeps_the_record(
 
 
 def test_node_remove_cli_names_the_problem(tmp_path: Path, state_root: Path) -> None:
-    result = CliRunner().invoke(app, ["node", "remove", str(_spec(tmp_path, 2)), "lab-cp1",
-                                      "--yes"])
+    result = CliRunner().invoke(app, ["node", "remove", str(_spec(tmp_path, 2, cps=1)),
+                                      "lab-cp1", "--yes"])
     assert result.exit_code == 1
-    assert "lab-cp1 is a control-plane or etcd host" in result.output
+    assert "no control-plane node would be left" in result.output
     assert "Traceback" not in result.output
 
 
@@ -223,6 +244,32 @@ def test_plan_diff_names_joining_leaving_and_the_upgrade(tmp_path: Path,
     lines, data = cluster_changes(plan, sdir, surveys)
     assert "skips a minor release" in data["upgrade"]["refused"]
     assert any(line.startswith("refused: ") for line in lines)
+
+
+
+def test_plan_diff_says_how_etcd_members_join_and_leave(tmp_path: Path,
+                                                        state_root: Path) -> None:
+    from provisioner.converge.survey import HostSurvey
+    from provisioner.provision import cluster_changes
+
+    sdir = cluster_dir("lab")
+    one = _spec(tmp_path, 1, "one.yaml", cps=1)
+    write_applied(sdir, _plan(one), one)
+    grown = _plan(_spec(tmp_path, 1, cps=3))
+    surveys = {h.name: HostSurvey(h.name, {"identity": "" if h.name in ("lab-cp2", "lab-cp3")
+                                           else "ca/ca: sha256:1\n", "versions": {}})
+               for h in grown.hosts}
+    text = "\n".join(cluster_changes(grown, sdir, surveys)[0])
+    assert "etcd: lab-cp2, lab-cp3 join the running cluster one at a time" in text
+    assert "learner" in text and "leave etcd" not in text
+    write_applied(sdir, grown, _spec(tmp_path, 1, cps=3))
+    shrunk = _plan(one)
+    surveys = {h.name: HostSurvey(h.name, {"identity": "x", "versions": {}})
+               for h in shrunk.hosts}
+    lines, data = cluster_changes(shrunk, sdir, surveys)
+    text = "\n".join(lines)
+    assert data["leaving"] == ["lab-cp2", "lab-cp3"]
+    assert "etcd: with --prune, lab-cp2, lab-cp3 stop serving" in text and "join" not in text
 
 
 STATIC = """apiVersion: provisioner.dev/v1alpha1

@@ -84,28 +84,40 @@ def test_an_invalid_flag_would_be_caught() -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_certificates_verify_and_carry_sans(case: str, tmp_path: Path) -> None:
-    """Leaf certificates verify against their CA and not another; apiserver SANs complete."""
+    """Leaf certificates verify against their CA and not another; each control-plane node's
+    apiserver pair carries the common SANs plus its own name and address, not the others'."""
     plan, tree = _rendered(case, tmp_path)
     cp = plan.control_plane[0].name
     ca = _cert(_file(tree, cp, "/etc/kubernetes/pki/ca.crt"))
     etcd_ca = _cert(_file(tree, cp, "/etc/kubernetes/pki/etcd/ca.crt"))
-    api = _cert(_file(tree, cp, "/etc/kubernetes/pki/apiserver.crt"))
-    assert verify_issued_by(api, ca)
-    assert not verify_issued_by(api, etcd_ca)
-    san = api.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    dns = set(san.get_values_for_type(x509.DNSName))
-    ips = {str(i) for i in san.get_values_for_type(x509.IPAddress)}
     domain = plan.cluster.spec.network.cluster_domain
-    assert {"kubernetes", "kubernetes.default", "kubernetes.default.svc",
-            f"kubernetes.default.svc.{domain}"} <= dns
-    assert {h.name for h in plan.control_plane} <= dns
-    assert {str(h.address) for h in plan.control_plane} <= ips
-    assert str(plan.kubernetes_service_ip) in ips
     lb = plan.cluster.spec.load_balancer
+    common_dns = {"kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                  f"kubernetes.default.svc.{domain}", "localhost"}
+    common_ips = {str(plan.kubernetes_service_ip), "127.0.0.1"}
     if lb.vip is not None:
-        assert str(lb.vip) in ips
+        common_ips.add(str(lb.vip))
+    extra = {str(v) for v in plan.cluster.spec.apiserver.extra_sans}
     if lb.mode == "external":
-        assert lb.address in dns | ips
+        extra.add(str(lb.address))
+    serials = set()
+    for host in plan.control_plane:
+        api = _cert(_file(tree, host.name, "/etc/kubernetes/pki/apiserver.crt"))
+        serials.add(api.serial_number)
+        assert verify_issued_by(api, ca)
+        assert not verify_issued_by(api, etcd_ca)
+        san = api.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = set(san.get_values_for_type(x509.DNSName))
+        ips = {str(i) for i in san.get_values_for_type(x509.IPAddress)}
+        assert common_dns | {host.name} <= dns, host.name
+        assert common_ips | {str(host.address)} <= ips, host.name
+        assert extra <= dns | ips, host.name
+        others = [h for h in plan.control_plane if h.name != host.name]
+        assert not {h.name for h in others} & dns, host.name
+        assert not {str(h.address) for h in others} & ips, host.name
+        # Nothing else: exactly the common names, the extra SANs and its own.
+        assert dns | ips == common_dns | common_ips | extra | {host.name, str(host.address)}
+    assert len(serials) == len(plan.control_plane)  # a pair of its own on each node
     for h in plan.etcd:
         server = _cert(_file(tree, h.name, "/etc/kubernetes/pki/etcd/server.crt"))
         assert verify_issued_by(server, etcd_ca) and not verify_issued_by(server, ca)
@@ -248,3 +260,28 @@ def test_admin_is_revocable_and_super_admin_stays_in_the_state_dir(tmp_path: Pat
         path = tmp_path / f"{name}.kubeconfig"
         assert path.stat().st_mode & 0o777 == 0o600
     assert b"kubernetes-super-admin" in (tmp_path / "super-admin.kubeconfig").read_bytes()
+
+
+def test_membership_lives_outside_the_units_and_restarts_nothing(tmp_path: Path) -> None:
+    """Growing or shrinking the control plane changes what a member starts with and which
+    members an apiserver dials: both are environment files that restart no unit, and the
+    units themselves name no member, so they stay the same on every membership."""
+    plan, tree = _rendered("3cp-2w", tmp_path)
+    members = ",".join(f"{h.name}=https://{h.address}:2380" for h in plan.etcd)
+    urls = ",".join(f"https://{h.address}:2379" for h in plan.etcd)
+    for h in plan.etcd:
+        unit = _file(tree, h.name, "/etc/systemd/system/etcd.service").content.decode()
+        assert "--initial-cluster=" not in unit and "--initial-cluster-state" not in unit
+        assert unit.index("EnvironmentFile=/etc/etcd/initial-cluster.env") < unit.index(
+            "EnvironmentFile=-/etc/etcd/join.env")
+        env = _file(tree, h.name, "/etc/etcd/initial-cluster.env")
+        assert env.restarts == () and not env.secret
+        assert f"ETCD_INITIAL_CLUSTER={members}\n" in env.content.decode()
+        assert "ETCD_INITIAL_CLUSTER_STATE=new\n" in env.content.decode()
+    for h in plan.control_plane:
+        unit = _file(tree, h.name, "/etc/systemd/system/kube-apiserver.service")
+        assert "--etcd-servers=${ETCD_SERVERS}" in _exec_args(unit.content)
+        assert not any(str(o.address) in unit.content.decode()
+                       for o in plan.control_plane if o.name != h.name)
+        env = _file(tree, h.name, "/etc/kubernetes/apiserver-etcd-servers.env")
+        assert env.restarts == () and f"ETCD_SERVERS={urls}\n" in env.content.decode()

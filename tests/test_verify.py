@@ -114,6 +114,8 @@ class FakeCluster:
     etcd_stopped: set[str] = field(default_factory=set)
     apiserver: dict[str, str] = field(default_factory=dict)  # host -> ok|refused|tls
     etcd_wrong_endpoint: bool = False
+    etcd_extra: list[str] = field(default_factory=list)  # members of hosts not in the plan
+    etcd_learners: set[str] = field(default_factory=set)
     inactive: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> unit -> state
     not_ready: set[str] = field(default_factory=set)
     unregistered: set[str] = field(default_factory=set)
@@ -181,6 +183,10 @@ class FakeHttps:
             if c.quorum():
                 return HttpResponse(200, '{"health":"true","reason":""}')
             return HttpResponse(503, '{"health":"false","reason":"RAFT NO LEADER"}')
+        if path == "/v3/cluster/member/list":
+            return HttpResponse(200, json.dumps({"members": [
+                {"ID": str(i), "name": n, "isLearner": n in c.etcd_learners}
+                for i, n in enumerate([h.name for h in c.plan.etcd] + c.etcd_extra)]}))
         leader = member_id(c.plan, c.etcd_up()[0]) if c.quorum() else "0"
         return HttpResponse(200, json.dumps({
             "header": {"member_id": member_id(c.plan, host), "raft_term": "2"},
@@ -381,7 +387,8 @@ def test_only_selects_and_rejects_unknown(plan: Plan, state: Path) -> None:
 
 def test_check_names_are_the_documented_ids() -> None:
     assert check_names() == (
-        "ssh", "units", "etcd-health", "etcd-leader", "etcd-backup-age", "etcd-cert-expiry",
+        "ssh", "units", "etcd-health", "etcd-leader", "etcd-members", "etcd-backup-age",
+        "etcd-cert-expiry",
         "apiserver-cert-expiry", "cert-expiry", "apiserver-livez-lb", "apiserver-readyz-lb",
         "apiserver-livez-node", "apiserver-readyz-node", "scheduler-health",
         "scheduler-leader", "controller-manager-health", "controller-manager-leader",
@@ -466,6 +473,24 @@ def test_one_stopped_member_keeps_quorum(plan: Plan, state: Path) -> None:
     assert "2/3 members agree" in pick(results, "etcd-leader").evidence
 
 
+def test_etcd_members_match_the_spec_or_name_the_fix(plan: Plan, state: Path) -> None:
+    only = ["etcd-members"]
+    good = pick(run(FakeCluster(plan), state, only=only), "etcd-members")
+    assert good.status == "ok" and "members vt-cp1, vt-cp2, vt-cp3" in good.evidence
+    assert "3 voting" in good.evidence
+    extra = pick(run(FakeCluster(plan, etcd_extra=["old-cp4"]), state, only=only),
+                 "etcd-members")
+    assert extra.status == "fail" and "not in the spec: old-cp4" in extra.evidence
+    assert "--prune" in extra.hint
+    learner = pick(run(FakeCluster(plan, etcd_learners={"vt-cp3"}), state, only=only),
+                   "etcd-members")
+    assert learner.status == "fail" and "still learners: vt-cp3" in learner.evidence
+    assert "promotes" in learner.hint
+    lost = pick(run(FakeCluster(plan, etcd_stopped={"vt-cp1", "vt-cp2", "vt-cp3"}), state,
+                    only=only), "etcd-members")
+    assert lost.status == "fail" and "no healthy member" in lost.evidence
+
+
 def test_wrong_etcd_endpoint_fails_readyz_with_etcd_hint(plan: Plan, state: Path) -> None:
     results = run(FakeCluster(plan, etcd_wrong_endpoint=True), state)
     r = pick(results, "apiserver-readyz-node", "vt-cp1")
@@ -490,16 +515,19 @@ def test_cert_expiry_ok_warn_fail(plan: Plan, state: Path) -> None:
     late = run(FakeCluster(plan), state, only=only, now=NOW + dt.timedelta(days=400))
     r = pick(late, "apiserver-cert-expiry")
     assert r.status == "fail"
-    assert "apiserver: expired" in r.evidence
+    # Every control-plane node's serving pair is checked, each under its own name.
+    for h in plan.control_plane:
+        assert f"apiserver/{h.name}: expired" in r.evidence, h.name
     assert "provisioner render" in r.hint
 
 
 def test_corrupted_state_certificate_fails_expiry_check(plan: Plan, state: Path) -> None:
-    (state / "pki" / "apiserver.crt").write_bytes(b"garbage")
+    (state / "pki" / "apiserver" / "vt-cp2.crt").write_bytes(b"garbage")
     r = pick(run(FakeCluster(plan), state, only=["apiserver-cert-expiry"]),
              "apiserver-cert-expiry")
     assert r.status == "fail"
-    assert "apiserver: apiserver.crt is not a PEM certificate" in r.evidence
+    assert "apiserver/vt-cp2: apiserver/vt-cp2.crt is not a PEM certificate" in r.evidence
+    assert "apiserver/vt-cp1:" not in r.evidence and "apiserver/vt-cp3:" not in r.evidence
 
 
 def test_missing_state_pki_is_reported_once_per_check(plan: Plan, tmp_path: Path) -> None:
@@ -873,8 +901,9 @@ def _real_check(tmp_path: Path, server_ca: str, use_state_ca_for_server: bool
     probe_plan = _loopback_plan(1)
     ensure_pki(probe_plan.pki, state / "pki")
     if use_state_ca_for_server:
-        cert, key, ca = (state / "pki" / "apiserver.crt", state / "pki" / "apiserver.key",
-                         state / "pki" / "ca.crt")
+        pki = state / "pki"
+        cert, key, ca = (pki / "apiserver" / "lo-cp1.crt", pki / "apiserver" / "lo-cp1.key",
+                         pki / "ca.crt")
     else:
         cert, key, ca = _issue_server(tmp_path / "foreign", server_ca)
     # A failed verification is followed by a second connection fetching the served cert.

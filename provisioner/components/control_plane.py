@@ -21,6 +21,7 @@ from provisioner.components.base import (
 )
 from provisioner.components.systemd import unit_file
 from provisioner.pki.kubeconfig import kubeconfig
+from provisioner.pki.model import apiserver_cert
 from provisioner.render.engine import render_template
 
 if TYPE_CHECKING:
@@ -33,6 +34,12 @@ PKI = f"{K8S}/pki"
 SHUTDOWN_DELAY = 5
 DOCS = "https://kubernetes.io/docs/reference/command-line-tools-reference/"
 AUDIT_DIR = "/var/log/kubernetes/audit"
+# The etcd members the apiserver dials, as environment of its unit and not in the unit: a
+# change of etcd membership rewrites this file without restarting any apiserver (the etcd
+# client of a running one keeps the members it knows and skips those that left); the next
+# restart reads the new list. So growing or shrinking the control plane never takes a
+# running apiserver out of the load balancer.
+ETCD_SERVERS_ENV = f"{K8S}/apiserver-etcd-servers.env"
 
 
 def local_apiserver(plan: Plan, host: HostPlan) -> str:
@@ -85,7 +92,8 @@ class APIServer(Component):
             ("kubelet-client-key", f"{PKI}/apiserver-kubelet-client.key"),
             ("kubelet-certificate-authority", f"{PKI}/ca.crt"),
             ("kubelet-preferred-address-types", "InternalIP,Hostname"),
-            ("etcd-servers", etcd.client_urls(plan)),
+            # From ETCD_SERVERS_ENV (systemd expands it): see its comment.
+            ("etcd-servers", "${ETCD_SERVERS}"),
             ("etcd-cafile", f"{etcd.PKI}/ca.crt"),
             ("etcd-certfile", f"{PKI}/apiserver-etcd-client.crt"),
             ("etcd-keyfile", f"{PKI}/apiserver-etcd-client.key"),
@@ -128,11 +136,16 @@ class APIServer(Component):
             unit_file(plan.name, "kube-apiserver", "Kubernetes API server (provisioner)",
                       DOCS + "kube-apiserver/", "/usr/local/bin/kube-apiserver",
                       self.flags(plan, host), after=("network-online.target", "etcd.service"),
-                      service_type="notify"),
+                      service_type="notify",
+                      extra_service=(f"EnvironmentFile={ETCD_SERVERS_ENV}",)),
+            File(ETCD_SERVERS_ENV, (f"# Managed by provisioner ({plan.name}): read when "
+                                    "kube-apiserver starts.\n"
+                                    f"ETCD_SERVERS={etcd.client_urls(plan)}\n").encode(),
+                 CONFIG_MODE, False, ()),
             File(f"{PKI}/ca.crt", material.cert("ca"), CERT_MODE, False, r),
             File(f"{PKI}/front-proxy-ca.crt", material.cert("front-proxy-ca"), CERT_MODE, False, r),
             File(f"{etcd.PKI}/ca.crt", material.cert("etcd/ca"), CERT_MODE, False, r),
-            *pem_pair(material, "apiserver", f"{PKI}/apiserver", r),
+            *pem_pair(material, apiserver_cert(host.name), f"{PKI}/apiserver", r),
             *pem_pair(material, "apiserver-kubelet-client", f"{PKI}/apiserver-kubelet-client", r),
             *pem_pair(material, "apiserver-etcd-client", f"{PKI}/apiserver-etcd-client", r),
             *pem_pair(material, "front-proxy-client", f"{PKI}/front-proxy-client", r),

@@ -28,6 +28,13 @@ CLIENT_PORT = 2379
 PEER_PORT = 2380
 METRICS_PORT = 2381
 LOCAL_ENDPOINT = f"https://127.0.0.1:{CLIENT_PORT}"
+# The members a new member starts with, as environment (ETCD_INITIAL_CLUSTER, _STATE) and not
+# flags: etcd reads them only when its data directory is empty, so a membership change
+# rewrites this file without restarting any member. A member joining a running cluster gets
+# JOIN_ENV from the etcd role (the running members and itself, state "existing"), read after
+# CLUSTER_ENV and removed once the member is promoted.
+CLUSTER_ENV = "/etc/etcd/initial-cluster.env"
+JOIN_ENV = "/etc/etcd/join.env"
 
 # Scheduled backups. The etcd role's defaults name the same paths (to remove them when the
 # backup is turned off, and in reset); tests/test_etcd_backup.py holds the two together.
@@ -46,10 +53,22 @@ def client_urls(plan: Plan) -> str:
     return ",".join(f"https://{h.address}:{CLIENT_PORT}" for h in plan.etcd)
 
 
+def initial_cluster(plan: Plan) -> str:
+    """``name=peer-url`` of every member of the plan, as --initial-cluster takes it."""
+    return ",".join(f"{h.name}=https://{h.address}:{PEER_PORT}" for h in plan.etcd)
+
+
+def cluster_env(plan: Plan) -> bytes:
+    """CLUSTER_ENV: every planned member, for a cluster started new (or restored)."""
+    return (f"# Managed by provisioner ({plan.name}): read by etcd only when its data "
+            "directory is empty.\n"
+            f"ETCD_INITIAL_CLUSTER={initial_cluster(plan)}\n"
+            "ETCD_INITIAL_CLUSTER_STATE=new\n").encode()
+
+
 def etcd_flags(plan: Plan, host: HostPlan) -> list[tuple[str, str | None]]:
-    """The etcd server's flags for ``host``."""
+    """The etcd server's flags for ``host`` (the initial members are in CLUSTER_ENV)."""
     ip = host.address
-    initial = ",".join(f"{h.name}=https://{h.address}:{PEER_PORT}" for h in plan.etcd)
     return [
         ("name", host.name),
         ("data-dir", ETCD_DATA_DIR),
@@ -58,9 +77,6 @@ def etcd_flags(plan: Plan, host: HostPlan) -> list[tuple[str, str | None]]:
         ("listen-peer-urls", f"https://{ip}:{PEER_PORT}"),
         ("initial-advertise-peer-urls", f"https://{ip}:{PEER_PORT}"),
         ("listen-metrics-urls", f"http://127.0.0.1:{METRICS_PORT}"),
-        ("initial-cluster", initial),
-        # Only read when the data dir is empty: joining members are handled by the role.
-        ("initial-cluster-state", "new"),
         ("initial-cluster-token", f"{plan.name}-etcd"),
         ("client-cert-auth", "true"),
         ("trusted-ca-file", f"{PKI}/ca.crt"),
@@ -100,7 +116,11 @@ class Etcd(Component):
         return [
             unit_file(plan.name, "etcd", "etcd key-value store (provisioner)",
                       "https://etcd.io/docs/", "/usr/local/bin/etcd", etcd_flags(plan, host),
-                      service_type="notify", limit_nofile=65536),
+                      service_type="notify", limit_nofile=65536,
+                      extra_service=(f"EnvironmentFile={CLUSTER_ENV}",
+                                     f"EnvironmentFile=-{JOIN_ENV}")),
+            # No restart: a running member never reads it again.
+            File(CLUSTER_ENV, cluster_env(plan), CONFIG_MODE, False, ()),
             File(f"{PKI}/ca.crt", material.cert("etcd/ca"), CERT_MODE, False, r),
             *pem_pair(material, f"etcd/server-{host.name}", f"{PKI}/server", r),
             *pem_pair(material, f"etcd/peer-{host.name}", f"{PKI}/peer", r),

@@ -40,3 +40,8 @@ class PkiPlan:
     service_account_key: bool = True  # RSA key pair sa.key/sa.pub
     validity_days: int = 365  # leaf certificates
     ca_validity_days: int = 3650
+
+
+def apiserver_cert(host: str) -> str:
+    """The store name of control-plane node ``host``'s apiserver serving pair."""
+    return f"apiserver/{host}"

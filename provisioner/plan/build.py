@@ -6,7 +6,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network, ip_address
 
 from provisioner.components import ALL
-from provisioner.pki.model import CARequest, CertRequest, PkiPlan
+from provisioner.pki.model import CARequest, CertRequest, PkiPlan, apiserver_cert
 from provisioner.plan.model import Endpoints, HostPlan, Phase, Plan
 from provisioner.spec.models import Cluster
 from provisioner.spec.topology import Machine, machines
@@ -207,14 +207,20 @@ def _pki(cluster: Cluster, hosts: tuple[HostPlan, ...], kube_svc_ip: IPv4Address
         extra.append(lb.address)
     extra_dns, extra_ips = _san_split(extra)
     api_dns = ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
-               f"kubernetes.default.svc.{domain}", "localhost",
-               *(h.name for h in cps), *extra_dns]
-    api_ips = [str(kube_svc_ip), "127.0.0.1", *(str(h.address) for h in cps), *extra_ips]
+               f"kubernetes.default.svc.{domain}", "localhost", *extra_dns]
+    api_ips = [str(kube_svc_ip), "127.0.0.1", *extra_ips]
     if lb.vip is not None:
         api_ips.append(str(lb.vip))
+    # One serving pair per control-plane node (kubeadm's way): its own name and address plus
+    # the names every apiserver answers to, so adding or removing a control-plane node
+    # re-issues nothing on the others and restarts none of their apiservers.
     certs: list[CertRequest] = [
-        CertRequest("apiserver", "ca", "kube-apiserver", dns_names=tuple(dict.fromkeys(api_dns)),
-                    ip_addresses=tuple(dict.fromkeys(api_ips)), server=True),
+        CertRequest(apiserver_cert(h.name), "ca", "kube-apiserver",
+                    dns_names=tuple(dict.fromkeys([*api_dns, h.name])),
+                    ip_addresses=tuple(dict.fromkeys([*api_ips, str(h.address)])), server=True)
+        for h in cps
+    ]
+    certs += [
         CertRequest("apiserver-kubelet-client", "ca", "kube-apiserver-kubelet-client",
                     client=True),
         CertRequest("apiserver-etcd-client", "etcd/ca", "kube-apiserver-etcd-client",

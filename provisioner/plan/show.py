@@ -88,8 +88,9 @@ def plan_text(plan: Plan) -> str:
                      f" {' '.join(h['components'])}{pod}")
     lines += ["", f"PKI: {len(d['pki']['cas'])} CAs, {len(d['pki']['certificates'])} "
               "certificates (kept in the state directory, never regenerated unless asked)"]
-    api = next(c for c in d["pki"]["certificates"] if c["name"] == "apiserver")
-    lines.append(f"  apiserver SANs: {', '.join(api['dnsNames'] + api['ipAddresses'])}")
+    api = next(c for c in d["pki"]["certificates"] if c["name"].startswith("apiserver/"))
+    lines.append(f"  apiserver SANs (one pair per control-plane node; {api['name']}): "
+                 f"{', '.join(api['dnsNames'] + api['ipAddresses'])}")
     lines += ["", "Phases (select with --only/--skip):"]
 
     def walk(p: dict[str, Any], depth: int) -> None:

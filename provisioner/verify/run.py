@@ -56,6 +56,8 @@ CHECKS: tuple[Check, ...] = (
     Check("etcd-health", "each etcd member healthy over mTLS; quorum held", _etcd_targets,
           etcd.health),
     Check("etcd-leader", "the members agree on one leader", cluster_target, etcd.leader),
+    Check("etcd-members", "the member list is the spec's etcd hosts, all voting",
+          cluster_target, etcd.members),
     Check("etcd-backup-age", "each etcd member's newest scheduled backup is younger than "
           "maxAgeHours and its timer is active (only with spec.etcd.backup)",
           etcd_backup.targets, etcd_backup.age),

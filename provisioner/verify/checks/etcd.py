@@ -1,8 +1,9 @@
-"""etcd checks: each member's health, quorum, one agreed leader.
+"""etcd checks: each member's health, quorum, one agreed leader, the spec's members.
 
 Members are asked from the controller over mutual TLS with the health-check client
 certificate: ``GET /health`` and ``POST /v3/maintenance/status`` (the JSON gateway of
-etcd 3.4/3.5, which also reports the leader and the raft term).
+etcd 3.4/3.5, which also reports the leader and the raft term; ``/v3/cluster/member/list``
+for the members).
 """
 
 from __future__ import annotations
@@ -151,3 +152,40 @@ def leader(ctx: VerifyContext, target: str) -> Outcome:
     terms = sorted({p.raft_term for p in answered if p.raft_term})
     term = f", raft term {'/'.join(terms)}" if terms else ""
     return ok(f"leader {who}{term}; {len(answered)}/{len(probes)} members agree")
+
+
+def members(ctx: VerifyContext, target: str) -> Outcome:
+    """The cluster's member list is the spec's etcd hosts: none missing, none left over
+    from a host that left the spec, none still a learner (a join that did not finish)."""
+    probes = [probe(ctx, h) for h in ctx.plan.etcd]
+    asked = next((p for p in probes if p.healthy), None)
+    if asked is None:
+        return fail("no healthy member to ask for the member list", "see `etcd-health`")
+    url = member_url(ctx.host(asked.host)) + "/v3/cluster/member/list"
+    try:
+        resp = ctx.https.request("POST", url, etcd_creds(ctx), b"{}", ctx.timeout)
+        listed = json.loads(resp.body).get("members") if resp.status == 200 else None
+    except (TransportError, ValueError, AttributeError):
+        listed = None
+    if not isinstance(listed, list):
+        return fail(f"{url}: no member list", "`etcdctl member list` on " + asked.host)
+    names = [str(m.get("name") or "(not started)") for m in listed if isinstance(m, dict)]
+    learners = [str(m.get("name") or "(not started)") for m in listed
+                if isinstance(m, dict) and m.get("isLearner")]
+    want = [h.name for h in ctx.plan.etcd]
+    extra = [n for n in names if n not in want]
+    missing = [n for n in want if n not in names]
+    evidence = f"members {', '.join(sorted(names))} (asked {asked.host})"
+    if extra:
+        return fail(evidence + f"; not in the spec: {', '.join(extra)}",
+                    "a member whose host left the spec still counts for quorum: remove its "
+                    "host with `provisioner provision FILE --prune` (or `provisioner node "
+                    "remove FILE NODE`); a member no host has: `etcdctl member remove <id>`")
+    if missing or learners:
+        what = "; ".join(x for x in (f"missing: {', '.join(missing)}" if missing else "",
+                                     f"still learners: {', '.join(learners)}" if learners
+                                     else "") if x)
+        return fail(evidence + f"; {what}",
+                    "a join did not finish: run `provisioner provision FILE` again (it adds "
+                    "the member as a learner, starts it and promotes it)")
+    return ok(evidence + f"; {len(names)} voting, as the spec says")

@@ -1,0 +1,163 @@
+"""Control-plane membership on a live cluster: 1 -> 3 -> 1 control-plane nodes.
+
+Scope: issue 15's membership acceptance on real programs. A cluster of one control-plane node
+(stacked etcd) and one worker grows to three control-plane nodes by raising
+``controlPlane.count`` and provisioning: each new etcd member joins as a learner and is
+promoted, each new node gets its own apiserver serving pair, every load balancer gains the
+new apiservers, and the first node's etcd and apiserver are not restarted. Then the count
+goes back to 1 and ``provision --prune`` takes the two nodes out: drained, their apiservers
+stopped behind the load balancers, their etcd members removed one at a time while the rest
+stay healthy, their hosts reset. Throughout, a client on the worker asks the apiserver for
+its own Node through its local haproxy once a second: no request may fail. At each end the
+etcd member list is the spec's control plane, verify passes and the next provision changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from provisioner.execute import LineProgress
+from provisioner.plan import Plan, build_plan
+from provisioner.providers.ssh import ClusterSSH, cluster_ssh, ssh_run
+from provisioner.provision import ProvisionResult, provision
+from provisioner.spec.load import load_file
+from tests.fixtures.lab_cluster import assert_converged, failing, provisioned, run_provision
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "inventories" / "nspawn-3cp-2w.yaml"
+ETCDCTL = ("ETCDCTL_API=3 ETCDCTL_CACERT=/etc/kubernetes/pki/etcd/ca.crt "
+           "ETCDCTL_CERT=/etc/kubernetes/pki/etcd/healthcheck-client.crt "
+           "ETCDCTL_KEY=/etc/kubernetes/pki/etcd/healthcheck-client.key "
+           "etcdctl --endpoints=https://127.0.0.1:2379")
+
+
+@dataclass
+class Small:
+    """The 1+1 cluster and what the test needs to reach its hosts."""
+
+    spec: Path
+    plan: Plan
+    ssh: ClusterSSH
+
+    def run(self, host: str, command: str) -> str:
+        m = self.plan.host(host).machine
+        proc = ssh_run(self.ssh, m.ssh_user, m.address, m.ssh_port, command, timeout=90)
+        assert proc.returncode == 0, f"{host}: {command}: {proc.stderr}{proc.stdout}"
+        return proc.stdout
+
+    def with_control_plane(self, count: int) -> Path:
+        data: dict[str, Any] = yaml.safe_load(self.spec.read_text())
+        data["spec"]["controlPlane"]["count"] = count
+        path = self.spec.parent / f"cluster-{count}cp.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+
+def _example(base: Path) -> Path:
+    """The lab example with one control-plane node and one worker (its files absolute)."""
+    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    data["spec"]["controlPlane"]["count"] = 1
+    data["spec"]["workers"]["count"] = 1
+    for reg in data["spec"].get("registries", {}).get("private", []):
+        for key in ("caFile", "passwordFile"):
+            if key in reg:
+                reg[key] = str((EXAMPLE.parent / reg[key]).resolve())
+    path = base / "example-1cp.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory, lab_registry_up: object) -> Iterator[Small]:
+    base = tmp_path_factory.mktemp("membership")
+    with provisioned(_example(base), base) as p:
+        yield Small(p.spec, p.plan, cluster_ssh(p.plan.name))
+
+
+def _members(c: Small) -> list[tuple[str, bool]]:
+    """(name, is learner) of every etcd member, as lab-cp1 sees them."""
+    data = json.loads(c.run("lab-cp1", f"{ETCDCTL} member list -w json"))
+    return sorted((m.get("name", ""), bool(m.get("isLearner"))) for m in data["members"])
+
+
+def _pids(c: Small) -> dict[str, str]:
+    return {u: c.run("lab-cp1", f"systemctl show -p MainPID --value {u}").strip()
+            for u in ("etcd", "kube-apiserver")}
+
+
+def _changed(result: ProvisionResult) -> dict[str, int]:
+    return {h: r.changed for h, r in result.host_totals().items()}
+
+
+def test_control_plane_grows_1_to_3_and_shrinks_back_while_the_apiserver_is_served(
+        small: Small) -> None:
+    assert _members(small) == [("lab-cp1", False)]
+    pids = _pids(small)
+    # The poller's pair is a copy of the worker's kubelet client pair: GET of its own Node
+    # (the Node authorizer allows it) reads etcd through whichever apiserver haproxy picks.
+    small.run("lab-w1", "install -m 0600 /var/lib/kubelet/pki/kubelet-client.crt "
+              "/tmp/cp-poll.crt && install -m 0600 /var/lib/kubelet/pki/kubelet-client.key "
+              "/tmp/cp-poll.key")
+    poll = ("nohup sh -c 'while :; do if curl -fsS --max-time 3 "
+            "--cacert /etc/kubernetes/pki/ca.crt --cert /tmp/cp-poll.crt --key /tmp/cp-poll.key "
+            "https://127.0.0.1:8443/api/v1/nodes/lab-w1 >/dev/null 2>>/tmp/cp-poll.err; "
+            "then echo ok; else echo FAIL; fi; sleep 1; done' >/tmp/cp-poll.log 2>&1 & echo $!")
+    poller = small.run("lab-w1", poll).strip()
+    try:
+        three = small.with_control_plane(3)
+        started = time.monotonic()
+        grown = run_provision(three)
+        grow_s = time.monotonic() - started
+        print(f"1 -> 3 control-plane nodes: {grow_s:.1f}s (steps {grown.steps}); changed "
+              f"per host {_changed(grown)}")
+        assert grown.succeeded, grown.failure
+        assert not failing(list(grown.verify)), failing(list(grown.verify))
+        assert _members(small) == [("lab-cp1", False), ("lab-cp2", False), ("lab-cp3", False)]
+        # Neither the first member nor its apiserver was restarted by the growth.
+        assert _pids(small) == pids
+        backends = small.run("lab-w1", "grep -c '^    server ' /etc/haproxy/haproxy.cfg")
+        assert backends.strip() == "3"
+        assert_converged(run_provision(three), 4)
+        small.plan = build_plan(load_file(three))  # reaches lab-cp2 and lab-cp3 from here on
+
+        one = small.with_control_plane(1)
+        started = time.monotonic()
+        shrunk = provision(one, None, None, None, True, LineProgress(sys.stdout), prune=True,
+                           drain_timeout=240)
+        shrink_s = time.monotonic() - started
+        print(f"3 -> 1 control-plane nodes (--prune): {shrink_s:.1f}s (steps {shrunk.steps}); "
+              f"changed per host {_changed(shrunk)}")
+        assert shrunk.succeeded, shrunk.failure
+        assert not failing(list(shrunk.verify)), failing(list(shrunk.verify))
+    finally:
+        polled = small.run("lab-w1", f"kill {poller}; cat /tmp/cp-poll.log; echo ---; "
+                           "tail -5 /tmp/cp-poll.err; rm -f /tmp/cp-poll.*")
+    answers, _, errors = polled.partition("---")
+    results = answers.split()
+    print(f"{len(results)} requests through lab-w1's haproxy, {results.count('FAIL')} failed"
+          f"{': ' + errors.strip() if errors.strip() else ''}")
+    assert _members(small) == [("lab-cp1", False)]
+    assert _pids(small) == pids
+    nodes = small.run("lab-cp1", "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes "
+                      "-o name").split()
+    assert nodes == ["node/lab-cp1", "node/lab-w1"], nodes
+    assert small.run("lab-w1", "grep -c '^    server ' /etc/haproxy/haproxy.cfg").strip() == "1"
+    for host in ("lab-cp2", "lab-cp3"):
+        left = small.run(host, "systemctl is-active etcd kube-apiserver kubelet 2>/dev/null "
+                         "| sort -u; ls -d /var/lib/etcd /var/lib/kubelet 2>/dev/null; "
+                         "ls -d /var/lib/etcd.removed-* | wc -l; true").split()
+        assert left == ["inactive", "1"], (host, left)
+    assert len(results) > 60 and results.count("FAIL") == 0, results
+    assert_converged(run_provision(one), 2)
