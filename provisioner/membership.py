@@ -19,7 +19,7 @@ Dedicated etcd hosts are refused with the reason.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class Applied:
     spec_dir: str
     version: str
     hosts: dict[str, list[str]]  # name -> roles
+    addresses: dict[str, str] = field(default_factory=dict)  # name -> address (may be absent)
 
     def plan(self) -> Plan:
         """The plan of the recorded spec (its files resolved from its own folder)."""
@@ -66,9 +67,12 @@ def read_applied(sdir: Path) -> Applied | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("hosts"), dict):
         return None
+    addresses = data.get("addresses")
     return Applied(str(data.get("spec", "")), str(data.get("specDir", "")),
                    str(data.get("kubernetesVersion", "")),
-                   {str(k): [str(r) for r in v] for k, v in data["hosts"].items()})
+                   {str(k): [str(r) for r in v] for k, v in data["hosts"].items()},
+                   {str(k): str(v) for k, v in addresses.items()}
+                   if isinstance(addresses, dict) else {})
 
 
 def _roles(plan: Plan) -> dict[str, list[str]]:
@@ -82,6 +86,7 @@ def write_applied(sdir: Path, plan: Plan, spec_file: Path) -> None:
         "specDir": str(spec_file.resolve().parent),
         "kubernetesVersion": plan.version,
         "hosts": _roles(plan),
+        "addresses": {h.name: str(h.address) for h in plan.hosts},
     }
     write_private(sdir / APPLIED_FILE, (json.dumps(record, indent=1) + "\n").encode())
 
@@ -93,7 +98,8 @@ def forget_hosts(sdir: Path, names: list[str]) -> None:
         return
     record = {"spec": applied.spec, "specDir": applied.spec_dir,
               "kubernetesVersion": applied.version,
-              "hosts": {h: r for h, r in applied.hosts.items() if h not in names}}
+              "hosts": {h: r for h, r in applied.hosts.items() if h not in names},
+              "addresses": {h: a for h, a in applied.addresses.items() if h not in names}}
     write_private(sdir / APPLIED_FILE, (json.dumps(record, indent=1) + "\n").encode())
 
 
@@ -103,6 +109,27 @@ def left_spec(plan: Plan, applied: Applied | None) -> list[str]:
         return []
     names = {h.name for h in plan.hosts}
     return sorted(h for h in applied.hosts if h not in names)
+
+
+def moved(plan: Plan, applied: Applied | None) -> str | None:
+    """Why provision stops when a host of the cluster would get another address (generated
+    machines are numbered in order: a larger control plane moves the machines after it),
+    or None."""
+    if applied is None:
+        return None
+    shifts = [(h.name, applied.addresses[h.name], str(h.address)) for h in plan.hosts
+              if h.name in applied.addresses and applied.addresses[h.name] != str(h.address)]
+    if not shifts:
+        return None
+    lines = [f"  {n}: {old} -> {new}" for n, old, new in shifts]
+    return (f"cluster {plan.name}: the spec gives {len(shifts)} host(s) of the running cluster "
+            "another address, which would break them, so nothing was changed:\n"
+            + "\n".join(lines) + "\n"
+            "Fix: generated machines are numbered control plane first, then dedicated etcd, "
+            "then workers, so growing the control plane moves the others unless "
+            "spec.provider.controlPlaneSlots kept room for it when the cluster was made; put "
+            "the spec back, or remove the moved hosts first (`provisioner node remove FILE "
+            "NODE`) and add them again.")
 
 
 def refusal(plan: Plan, gone: list[str], applied: Applied) -> str:

@@ -617,7 +617,7 @@ def provision(
     after the survey, before any phase; an upgrade first takes an etcd snapshot and drains
     the nodes ``max_unavailable`` at a time before their kubelet changes.
     """
-    from provisioner.membership import left_spec, read_applied, refusal, write_applied
+    from provisioner.membership import left_spec, moved, read_applied, refusal, write_applied
     from provisioner.nodes import plan_removal, remove_locked
 
     started = time.monotonic()
@@ -625,6 +625,9 @@ def provision(
     spec_dir = spec_file.resolve().parent
     sdir = cluster_dir(plan.name, state_dir)
     applied = read_applied(sdir)
+    shifted = moved(plan, applied)
+    if shifted is not None:
+        raise ProvisionError(shifted)
     gone = left_spec(plan, applied)
     pruning = None
     if gone and applied is not None:

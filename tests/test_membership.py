@@ -345,3 +345,31 @@ def test_an_upgrade_needs_every_host_and_the_whole_rollout() -> None:
     every["lab-w2"] = HostSurvey("lab-w2", None, error="unreachable")
     with pytest.raises(ProvisionError, match="lab-w2 did not answer the survey"):
         _upgrade_preconditions(plan, select_phases(plan, None, None), every)
+
+
+def test_a_host_whose_address_would_move_is_refused_before_anything(
+        tmp_path: Path, state_root: Path) -> None:
+    """Generated machines are numbered control plane first: growing the control plane of a
+    cluster made without controlPlaneSlots would move its workers, which is refused."""
+    sdir = cluster_dir("lab")
+    one = _spec(tmp_path, 1, "one.yaml", cps=1)
+    write_applied(sdir, _plan(one), one)
+    with pytest.raises(ProvisionError) as exc:
+        provision(_spec(tmp_path, 1, cps=3), None, None, None, False, NullProgress())
+    msg = str(exc.value)
+    assert "lab-w1: 192.168.56.12 -> 192.168.56.14" in msg and "nothing was changed" in msg
+    assert "controlPlaneSlots" in msg
+    assert not (sdir / "runs").exists()
+
+
+def test_control_plane_slots_keep_the_other_machines_in_place(tmp_path: Path) -> None:
+    def addresses(cps: int) -> dict[str, str]:
+        path = tmp_path / f"slots-{cps}.yaml"
+        path.write_text(SPEC.format(cps=cps, workers=2).replace(
+            "provider: {type: nspawn}", "provider: {type: nspawn, controlPlaneSlots: 3}"))
+        return {h.name: str(h.address) for h in _plan(path).hosts}
+
+    one, three = addresses(1), addresses(3)
+    assert one == {"lab-cp1": "192.168.56.11", "lab-w1": "192.168.56.14",
+                   "lab-w2": "192.168.56.15"}
+    assert three == {**one, "lab-cp2": "192.168.56.12", "lab-cp3": "192.168.56.13"}

@@ -327,6 +327,13 @@ class NspawnProvider(Model):
     first_host_offset: Annotated[Whole, Field(ge=2, le=250)] = Field(
         11, description="Generated machines get addresses from subnet start + this offset."
     )
+    control_plane_slots: Annotated[Whole, Field(ge=1, le=99)] | None = Field(
+        None, description="Addresses kept for control-plane nodes ahead of the others "
+        "(generated machines are numbered: control plane, dedicated etcd, workers, from "
+        "firstHostOffset). Set it to the most control-plane nodes the cluster will have, so "
+        "that growing the control plane later moves no other machine. Default: "
+        "controlPlane.count.",
+    )
     suite: Literal["bookworm"] = Field("bookworm", description="Debian release of the image.")
     debian_mirror: HttpURL = Field(
         "http://deb.debian.org/debian",
@@ -355,6 +362,13 @@ class VagrantProvider(Model):
     cpus: Annotated[Whole, Field(ge=1, le=64)] = Field(2, description="vCPUs per VM.")
     subnet: Cidr = Field(IPv4Network("192.168.56.0/24"), description="Private network.")
     first_host_offset: Annotated[Whole, Field(ge=2, le=250)] = 11
+    control_plane_slots: Annotated[Whole, Field(ge=1, le=99)] | None = Field(
+        None, description="Addresses kept for control-plane nodes ahead of the others "
+        "(generated machines are numbered: control plane, dedicated etcd, workers, from "
+        "firstHostOffset). Set it to the most control-plane nodes the cluster will have, so "
+        "that growing the control plane later moves no other machine. Default: "
+        "controlPlane.count.",
+    )
     libvirt_driver: Literal["auto", "kvm", "qemu"] = Field(
         "auto", description="`qemu` (software emulation) where there is no usable /dev/kvm."
     )

@@ -24,6 +24,7 @@ from provisioner.spec.names import dns_name_problem, is_ip
 from provisioner.spec.topology import (
     Role,
     control_plane_count,
+    control_plane_slots,
     etcd_dedicated_count,
     generated,
     machine_network,
@@ -282,7 +283,15 @@ def generated_fit(cluster: Cluster) -> Iterator[SpecIssue]:
     assert net is not None and isinstance(provider, NspawnProvider | VagrantProvider)
     if net.prefixlen > _SMALLEST_SUBNET:
         return  # provider_network reports the subnet itself
-    total = control_plane_count(cluster) + etcd_dedicated_count(cluster) + \
+    if (provider.control_plane_slots is not None
+            and provider.control_plane_slots < control_plane_count(cluster)):
+        yield SpecIssue("spec.provider.controlPlaneSlots",
+                        f"{provider.control_plane_slots} addresses kept for "
+                        f"{control_plane_count(cluster)} control-plane nodes",
+                        "raise it to at least controlPlane.count (or remove it); raising it "
+                        "on a running cluster moves every other machine")
+        return
+    total = control_plane_slots(cluster) + etcd_dedicated_count(cluster) + \
         (cluster.spec.workers.count or 0)
     last = int(net.network_address) + provider.first_host_offset + total - 1
     if last >= int(net.broadcast_address):

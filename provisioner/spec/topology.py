@@ -117,6 +117,13 @@ def layout(cluster: Cluster) -> Layout:
     return Layout(control_plane=cp, etcd_dedicated=etcd, workers=workers_t)
 
 
+def control_plane_slots(cluster: Cluster) -> int:
+    """Addresses generated machines keep for the control plane (at least its count)."""
+    provider = cluster.spec.provider
+    slots = getattr(provider, "control_plane_slots", None)
+    return max(control_plane_count(cluster), slots or 0)
+
+
 def first_control_plane(cluster: Cluster) -> str:
     """Name of the first control-plane node (where addons are applied), in O(1)."""
     if generated(cluster):
@@ -147,6 +154,10 @@ def machines(cluster: Cluster) -> tuple[Machine, ...]:
         assert isinstance(provider, NspawnProvider | VagrantProvider)
         base = int(net.network_address) + provider.first_host_offset
         addresses = {n: IPv4Address(base + i) for i, n in enumerate(order)}
+        # Room kept for more control-plane nodes: the others start after it.
+        room = control_plane_slots(cluster) - len(lay.control_plane)
+        for n in order[len(lay.control_plane):]:
+            addresses[n] = IPv4Address(int(addresses[n]) + room)
         overrides: dict[str, tuple[str | None, int | None, Path | None]] = {}
     else:
         by_name = {h.name: h for h in spec.hosts}

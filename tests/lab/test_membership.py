@@ -2,7 +2,8 @@
 
 Scope: issue 15's membership acceptance on real programs. A cluster of one control-plane node
 (stacked etcd) and one worker grows to three control-plane nodes by raising
-``controlPlane.count`` and provisioning: each new etcd member joins as a learner and is
+``controlPlane.count`` (``provider.controlPlaneSlots: 3`` kept their addresses) and
+provisioning: each new etcd member joins as a learner and is
 promoted, each new node gets its own apiserver serving pair, every load balancer gains the
 new apiservers, and the first node's etcd and apiserver are not restarted. Then the count
 goes back to 1 and ``provision --prune`` takes the two nodes out: drained, their apiservers
@@ -70,6 +71,8 @@ def _example(base: Path) -> Path:
     data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     data["spec"]["controlPlane"]["count"] = 1
     data["spec"]["workers"]["count"] = 1
+    # Room for three control-plane nodes: the worker keeps its address as the plane grows.
+    data["spec"]["provider"]["controlPlaneSlots"] = 3
     for reg in data["spec"].get("registries", {}).get("private", []):
         for key in ("caFile", "passwordFile"):
             if key in reg:
