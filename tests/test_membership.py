@@ -363,13 +363,16 @@ def test_a_host_whose_address_would_move_is_refused_before_anything(
 
 
 def test_control_plane_slots_keep_the_other_machines_in_place(tmp_path: Path) -> None:
-    def addresses(cps: int) -> dict[str, str]:
+    def places(cps: int) -> dict[str, tuple[str, str]]:
         path = tmp_path / f"slots-{cps}.yaml"
         path.write_text(SPEC.format(cps=cps, workers=2).replace(
             "provider: {type: nspawn}", "provider: {type: nspawn, controlPlaneSlots: 3}"))
-        return {h.name: str(h.address) for h in _plan(path).hosts}
+        return {h.name: (str(h.address), str(h.pod_cidr)) for h in _plan(path).hosts}
 
-    one, three = addresses(1), addresses(3)
-    assert one == {"lab-cp1": "192.168.56.11", "lab-w1": "192.168.56.14",
-                   "lab-w2": "192.168.56.15"}
-    assert three == {**one, "lab-cp2": "192.168.56.12", "lab-cp3": "192.168.56.13"}
+    # Addresses and the bridge CNI's pod subnets both stay where they were.
+    one, three = places(1), places(3)
+    assert one == {"lab-cp1": ("192.168.56.11", "10.244.0.0/24"),
+                   "lab-w1": ("192.168.56.14", "10.244.3.0/24"),
+                   "lab-w2": ("192.168.56.15", "10.244.4.0/24")}
+    assert three == {**one, "lab-cp2": ("192.168.56.12", "10.244.1.0/24"),
+                     "lab-cp3": ("192.168.56.13", "10.244.2.0/24")}

@@ -9,7 +9,7 @@ from provisioner.components import ALL
 from provisioner.pki.model import CARequest, CertRequest, PkiPlan, apiserver_cert
 from provisioner.plan.model import Endpoints, HostPlan, Phase, Plan
 from provisioner.spec.models import Cluster
-from provisioner.spec.topology import Machine, machines
+from provisioner.spec.topology import Machine, machines, pod_subnet_indexes
 from provisioner.versions import manifest
 
 # The phase order of every run; each phase is also the name of its playbook and role.
@@ -99,15 +99,14 @@ def build_plan(cluster: Cluster, *, cgroup_v1: bool | None = None) -> Plan:
 
 
 def _pod_cidrs(cluster: Cluster, ms: tuple[Machine, ...]) -> dict[str, IPv4Network]:
-    """Per-node pod subnets, in node order (stable when nodes are appended)."""
+    """Per-node pod subnets (``pod_subnet_indexes``: stable while a node keeps its place)."""
     nw = cluster.spec.network
     if nw.cni != "bridge":
         return {}
     size = 2 ** (32 - nw.node_cidr_mask_size)
     base = int(nw.pod_cidr.network_address)
-    nodes = [m for m in ms if m.is_node]
-    return {m.name: IPv4Network((base + i * size, nw.node_cidr_mask_size))
-            for i, m in enumerate(nodes)}
+    return {name: IPv4Network((base + i * size, nw.node_cidr_mask_size))
+            for name, i in pod_subnet_indexes(cluster, ms).items()}
 
 
 def _host_plan(cluster: Cluster, m: Machine, index: int, pod_cidr: IPv4Network | None

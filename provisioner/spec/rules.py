@@ -29,6 +29,7 @@ from provisioner.spec.topology import (
     generated,
     machine_network,
     machines,
+    pod_subnet_indexes,
 )
 from provisioner.versions import manifest
 
@@ -392,7 +393,8 @@ def pod_capacity(cluster: Cluster) -> Iterator[SpecIssue]:
     pod = nw.pod_cidr
     if nw.node_cidr_mask_size <= pod.prefixlen:
         return  # cidrs reports it
-    nodes = sum(1 for m in machines(cluster) if m.is_node)
+    indexes = pod_subnet_indexes(cluster, machines(cluster))
+    nodes = max(indexes.values(), default=-1) + 1  # kept control-plane slots count too
     subnets = 2 ** (nw.node_cidr_mask_size - pod.prefixlen)
     if nodes > subnets:
         yield SpecIssue("spec.network.podCIDR", f"{pod} holds {subnets} node subnets of "

@@ -117,6 +117,20 @@ def layout(cluster: Cluster) -> Layout:
     return Layout(control_plane=cp, etcd_dedicated=etcd, workers=workers_t)
 
 
+def pod_subnet_indexes(cluster: Cluster, ms: tuple[Machine, ...]) -> dict[str, int]:
+    """Each node's pod subnet, as an index into the pod CIDR. Generated machines use their
+    address's offset, so a node keeps its subnet as long as it keeps its address (machines
+    added after it, or a control plane growing into its kept slots, move neither); listed
+    hosts use their order among the nodes."""
+    nodes = [m for m in ms if m.is_node]
+    net = machine_network(cluster) if generated(cluster) else None
+    provider = cluster.spec.provider
+    if net is None or not isinstance(provider, NspawnProvider | VagrantProvider):
+        return {m.name: i for i, m in enumerate(nodes)}
+    first = int(net.network_address) + provider.first_host_offset
+    return {m.name: int(m.address) - first for m in nodes}
+
+
 def control_plane_slots(cluster: Cluster) -> int:
     """Addresses generated machines keep for the control plane (at least its count)."""
     provider = cluster.spec.provider
