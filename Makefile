@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps install lab-artifacts lab-registry lab-registry-down lint typecheck test test-unit test-lab test-upgrade bench golden
+.PHONY: deps install lab-artifacts lab-registry lab-registry-down lint typecheck test test-unit test-lab test-upgrade test-membership bench golden
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -72,6 +72,12 @@ test-lab:
 test-upgrade: $(PY)
 	LAB_SPECS=inventories/nspawn-3cp-2w.yaml $(MAKE) lab-artifacts
 	PROVISIONER_LAB_UPGRADE=1 $(VENV)/bin/pytest -q -s -m lab $(PYTEST_ARGS) tests/lab/test_upgrade.py
+
+# Control-plane membership 1 -> 3 -> 1 on a cluster of its own (tests/lab/test_membership.py,
+# about 10 minutes); CI shrinks and grows the 3+2 cluster instead (tests/lab/test_cluster.py).
+test-membership: $(PY)
+	LAB_SPECS=inventories/nspawn-3cp-2w.yaml $(MAKE) lab-artifacts
+	PROVISIONER_LAB_MEMBERSHIP=1 $(VENV)/bin/pytest -q -s -m lab $(PYTEST_ARGS) tests/lab/test_membership.py
 
 # Rewrite golden files after an intended change; review the diff before committing.
 golden:

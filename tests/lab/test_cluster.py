@@ -49,6 +49,7 @@ from tests.fixtures.lab_cluster import (
     provisioned,
     run_provision,
 )
+from tests.fixtures.lab_membership import ApiPoller, etcd_members, haproxy_backends, main_pids
 
 pytestmark = pytest.mark.lab
 
@@ -773,6 +774,58 @@ def test_etcd_restore_brings_back_every_object_after_losing_all_data(
         assert pods() == before
     for n in namespaces:
         _kubectl(cluster, "delete", "namespace", n, "--wait=false")
+
+
+def test_the_control_plane_shrinks_to_one_and_grows_back_while_served(
+        cluster: Cluster) -> None:
+    """Issue 15's control-plane membership, on the 3+2 cluster (the lab spec keeps
+    controlPlaneSlots: 3, so the workers keep their addresses): a spec with one
+    control-plane node and `provision --prune` drain lab-cp2 and lab-cp3, stop their
+    control planes, remove their etcd members one at a time and reset them; the full spec
+    then adds them back, each etcd member a learner first, then promoted. A client on lab-w1
+    asks the apiserver for its Node through its local haproxy once a second throughout: no
+    request fails. lab-cp1's etcd and apiserver are never restarted, and the member list
+    always ends as the spec says."""
+    run = cluster.run
+    assert [m for m, _ in etcd_members(run, "lab-cp1")] == ["lab-cp1", "lab-cp2", "lab-cp3"]
+    pids = main_pids(run, "lab-cp1")
+    one = cluster.spec.parent / "cluster-1cp.yaml"
+    data = yaml.safe_load(cluster.spec.read_text())
+    data["spec"]["controlPlane"]["count"] = 1
+    one.write_text(yaml.safe_dump(data, sort_keys=False))
+    poller = ApiPoller(run, "lab-w1")
+    try:
+        started = time.monotonic()
+        shrunk = provision(one, None, None, None, True, LineProgress(sys.stdout), prune=True,
+                           drain_timeout=240)
+        print(f"3 -> 1 control-plane nodes (--prune): {time.monotonic() - started:.1f}s "
+              f"(steps {shrunk.steps}); changed per host "
+              f"{dict((h, r.changed) for h, r in shrunk.host_totals().items())}")
+        assert shrunk.succeeded, shrunk.failure
+        assert not _failing(list(shrunk.verify)), _failing(list(shrunk.verify))
+        assert etcd_members(run, "lab-cp1") == [("lab-cp1", False)]
+        assert main_pids(run, "lab-cp1") == pids
+        assert haproxy_backends(run, "lab-w1") == 1
+        for host in ("lab-cp2", "lab-cp3"):
+            assert _host_is_clean(cluster, host).split("\n", 1) == ["inactive", ""], host
+            assert run(host, "ls -d /var/lib/etcd.removed-* | wc -l").strip() == "1"
+        started = time.monotonic()
+        grown = cluster.provision()
+        print(f"1 -> 3 control-plane nodes: {time.monotonic() - started:.1f}s "
+              f"(steps {grown.steps}); changed per host "
+              f"{dict((h, r.changed) for h, r in grown.host_totals().items())}")
+        assert grown.succeeded, grown.failure
+        assert not _failing(list(grown.verify)), _failing(list(grown.verify))
+    finally:
+        results, errors = poller.stop()
+    print(f"{len(results)} requests through lab-w1's haproxy, {results.count('FAIL')} failed"
+          f"{': ' + errors if errors else ''}")
+    assert etcd_members(run, "lab-cp1") == [
+        ("lab-cp1", False), ("lab-cp2", False), ("lab-cp3", False)]
+    assert main_pids(run, "lab-cp1") == pids
+    assert haproxy_backends(run, "lab-w1") == 3
+    assert len(results) > 60 and results.count("FAIL") == 0, results
+    assert_converged(cluster.provision(), 5)
 
 
 def test_reset_keeping_etcd_data_then_provision_again(cluster: Cluster) -> None:

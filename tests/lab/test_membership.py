@@ -16,7 +16,7 @@ nothing.
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -33,15 +33,18 @@ from provisioner.providers.ssh import ClusterSSH, cluster_ssh, ssh_run
 from provisioner.provision import ProvisionResult, provision
 from provisioner.spec.load import load_file
 from tests.fixtures.lab_cluster import assert_converged, failing, provisioned, run_provision
+from tests.fixtures.lab_membership import ApiPoller, etcd_members, haproxy_backends, main_pids
 
-pytestmark = pytest.mark.lab
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.environ.get("PROVISIONER_LAB_MEMBERSHIP") != "1",
+                       reason="a cluster of its own (about 10 minutes): "
+                       "PROVISIONER_LAB_MEMBERSHIP=1 (make test-membership); CI shrinks and "
+                       "grows the 3+2 cluster instead (tests/lab/test_cluster.py)"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "inventories" / "nspawn-3cp-2w.yaml"
-ETCDCTL = ("ETCDCTL_API=3 ETCDCTL_CACERT=/etc/kubernetes/pki/etcd/ca.crt "
-           "ETCDCTL_CERT=/etc/kubernetes/pki/etcd/healthcheck-client.crt "
-           "ETCDCTL_KEY=/etc/kubernetes/pki/etcd/healthcheck-client.key "
-           "etcdctl --endpoints=https://127.0.0.1:2379")
 
 
 @dataclass
@@ -89,35 +92,15 @@ def small(tmp_path_factory: pytest.TempPathFactory, lab_registry_up: object) -> 
         yield Small(p.spec, p.plan, cluster_ssh(p.plan.name))
 
 
-def _members(c: Small) -> list[tuple[str, bool]]:
-    """(name, is learner) of every etcd member, as lab-cp1 sees them."""
-    data = json.loads(c.run("lab-cp1", f"{ETCDCTL} member list -w json"))
-    return sorted((m.get("name", ""), bool(m.get("isLearner"))) for m in data["members"])
-
-
-def _pids(c: Small) -> dict[str, str]:
-    return {u: c.run("lab-cp1", f"systemctl show -p MainPID --value {u}").strip()
-            for u in ("etcd", "kube-apiserver")}
-
-
 def _changed(result: ProvisionResult) -> dict[str, int]:
     return {h: r.changed for h, r in result.host_totals().items()}
 
 
 def test_control_plane_grows_1_to_3_and_shrinks_back_while_the_apiserver_is_served(
         small: Small) -> None:
-    assert _members(small) == [("lab-cp1", False)]
-    pids = _pids(small)
-    # The poller's pair is a copy of the worker's kubelet client pair: GET of its own Node
-    # (the Node authorizer allows it) reads etcd through whichever apiserver haproxy picks.
-    small.run("lab-w1", "install -m 0600 /var/lib/kubelet/pki/kubelet-client.crt "
-              "/tmp/cp-poll.crt && install -m 0600 /var/lib/kubelet/pki/kubelet-client.key "
-              "/tmp/cp-poll.key")
-    poll = ("nohup sh -c 'while :; do if curl -fsS --max-time 3 "
-            "--cacert /etc/kubernetes/pki/ca.crt --cert /tmp/cp-poll.crt --key /tmp/cp-poll.key "
-            "https://127.0.0.1:8443/api/v1/nodes/lab-w1 >/dev/null 2>>/tmp/cp-poll.err; "
-            "then echo ok; else echo FAIL; fi; sleep 1; done' >/tmp/cp-poll.log 2>&1 & echo $!")
-    poller = small.run("lab-w1", poll).strip()
+    assert etcd_members(small.run, "lab-cp1") == [("lab-cp1", False)]
+    pids = main_pids(small.run, "lab-cp1")
+    poller = ApiPoller(small.run, "lab-w1")
     try:
         three = small.with_control_plane(3)
         started = time.monotonic()
@@ -127,11 +110,11 @@ def test_control_plane_grows_1_to_3_and_shrinks_back_while_the_apiserver_is_serv
               f"per host {_changed(grown)}")
         assert grown.succeeded, grown.failure
         assert not failing(list(grown.verify)), failing(list(grown.verify))
-        assert _members(small) == [("lab-cp1", False), ("lab-cp2", False), ("lab-cp3", False)]
+        assert etcd_members(small.run, "lab-cp1") == [
+            ("lab-cp1", False), ("lab-cp2", False), ("lab-cp3", False)]
         # Neither the first member nor its apiserver was restarted by the growth.
-        assert _pids(small) == pids
-        backends = small.run("lab-w1", "grep -c '^    server ' /etc/haproxy/haproxy.cfg")
-        assert backends.strip() == "3"
+        assert main_pids(small.run, "lab-cp1") == pids
+        assert haproxy_backends(small.run, "lab-w1") == 3
         assert_converged(run_provision(three), 4)
         small.plan = build_plan(load_file(three))  # reaches lab-cp2 and lab-cp3 from here on
 
@@ -145,18 +128,15 @@ def test_control_plane_grows_1_to_3_and_shrinks_back_while_the_apiserver_is_serv
         assert shrunk.succeeded, shrunk.failure
         assert not failing(list(shrunk.verify)), failing(list(shrunk.verify))
     finally:
-        polled = small.run("lab-w1", f"kill {poller}; cat /tmp/cp-poll.log; echo ---; "
-                           "tail -5 /tmp/cp-poll.err; rm -f /tmp/cp-poll.*")
-    answers, _, errors = polled.partition("---")
-    results = answers.split()
+        results, errors = poller.stop()
     print(f"{len(results)} requests through lab-w1's haproxy, {results.count('FAIL')} failed"
-          f"{': ' + errors.strip() if errors.strip() else ''}")
-    assert _members(small) == [("lab-cp1", False)]
-    assert _pids(small) == pids
+          f"{': ' + errors if errors else ''}")
+    assert etcd_members(small.run, "lab-cp1") == [("lab-cp1", False)]
+    assert main_pids(small.run, "lab-cp1") == pids
     nodes = small.run("lab-cp1", "kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes "
                       "-o name").split()
     assert nodes == ["node/lab-cp1", "node/lab-w1"], nodes
-    assert small.run("lab-w1", "grep -c '^    server ' /etc/haproxy/haproxy.cfg").strip() == "1"
+    assert haproxy_backends(small.run, "lab-w1") == 1
     for host in ("lab-cp2", "lab-cp3"):
         left = small.run(host, "systemctl is-active etcd kube-apiserver kubelet 2>/dev/null "
                          "| sort -u; ls -d /var/lib/etcd /var/lib/kubelet 2>/dev/null; "
