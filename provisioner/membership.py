@@ -117,8 +117,14 @@ def moved(plan: Plan, applied: Applied | None) -> str | None:
     or None."""
     if applied is None:
         return None
-    shifts = [(h.name, applied.addresses[h.name], str(h.address)) for h in plan.hosts
-              if h.name in applied.addresses and applied.addresses[h.name] != str(h.address)]
+    recorded = applied.addresses
+    if not recorded:  # a record written before addresses were kept: the spec tells them
+        try:
+            recorded = {h.name: str(h.address) for h in applied.plan().hosts}
+        except MembershipError:
+            return None
+    shifts = [(h.name, recorded[h.name], str(h.address)) for h in plan.hosts
+              if h.name in recorded and recorded[h.name] != str(h.address)]
     if not shifts:
         return None
     lines = [f"  {n}: {old} -> {new}" for n, old, new in shifts]

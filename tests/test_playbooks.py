@@ -371,3 +371,16 @@ def test_roles_reach_services_at_the_cluster_address() -> None:
     users = [str(p.relative_to(roles)) for p in roles.rglob("*.yml")
              if "ansible_host" in p.read_text()]
     assert not users
+
+
+def test_etcd_staying_excludes_every_leaving_peer_url_even_of_unnamed_members() -> None:
+    members = [
+        {"ID": 1, "name": "cp1", "peerURLs": ["https://10.0.0.1:2380"]},
+        {"ID": 2, "name": "cp2", "peerURLs": ["https://10.0.0.2:2380"]},
+        {"ID": 3, "peerURLs": ["https://10.0.0.3:2380"]},  # added, never started: no name
+    ]
+    staying = _filters().provisioner_etcd_staying
+    assert [m["ID"] for m in staying(members, ["https://10.0.0.2:2380"])] == [1, 3]
+    assert [m["ID"] for m in staying(members, ["https://10.0.0.3:2380",
+                                               "https://10.0.0.2:2380"])] == [1]
+    assert staying(members, []) == members

@@ -172,6 +172,15 @@ def provisioner_rollouts(entries: list[dict[str, Any]], src_root: str) -> list[d
     return found
 
 
+def provisioner_etcd_staying(members: list[dict[str, Any]], leaving_peers: list[str]
+                             ) -> list[dict[str, Any]]:
+    """The etcd members (``etcdctl member list -w json``'s) whose peer URLs are none of
+    ``leaving_peers``: those that stay when the hosts at those URLs leave. A member that
+    never started has no name, so members are told apart by peer URL."""
+    leaving = set(leaving_peers)
+    return [m for m in members if not leaving & set(m.get("peerURLs") or [])]
+
+
 class FilterModule:
     """Ansible filter plugin entry point."""
 
@@ -186,4 +195,5 @@ class FilterModule:
             "provisioner_stale": provisioner_stale,
             "provisioner_pack_items": provisioner_pack_items,
             "provisioner_rollouts": provisioner_rollouts,
+            "provisioner_etcd_staying": provisioner_etcd_staying,
         }

@@ -118,17 +118,14 @@ def layout(cluster: Cluster) -> Layout:
 
 
 def pod_subnet_indexes(cluster: Cluster, ms: tuple[Machine, ...]) -> dict[str, int]:
-    """Each node's pod subnet, as an index into the pod CIDR. Generated machines use their
-    address's offset, so a node keeps its subnet as long as it keeps its address (machines
-    added after it, or a control plane growing into its kept slots, move neither); listed
-    hosts use their order among the nodes."""
+    """Each node's pod subnet, as an index into the pod CIDR: its order among the nodes,
+    after the control-plane slots kept for generated machines (``control_plane_slots``), so
+    a node keeps its subnet while it keeps its place (nodes added after it, or a control
+    plane growing into its kept slots, move none)."""
     nodes = [m for m in ms if m.is_node]
-    net = machine_network(cluster) if generated(cluster) else None
-    provider = cluster.spec.provider
-    if net is None or not isinstance(provider, NspawnProvider | VagrantProvider):
-        return {m.name: i for i, m in enumerate(nodes)}
-    first = int(net.network_address) + provider.first_host_offset
-    return {m.name: int(m.address) - first for m in nodes}
+    room = control_plane_slots(cluster) - control_plane_count(cluster) if generated(cluster) \
+        else 0
+    return {m.name: i + (0 if m.is_control_plane else room) for i, m in enumerate(nodes)}
 
 
 def control_plane_slots(cluster: Cluster) -> int:

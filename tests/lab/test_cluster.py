@@ -807,7 +807,8 @@ def test_the_control_plane_shrinks_to_one_and_grows_back_while_served(
         assert main_pids(run, "lab-cp1") == pids
         assert haproxy_backends(run, "lab-w1") == 1
         for host in ("lab-cp2", "lab-cp3"):
-            assert _host_is_clean(cluster, host).split("\n", 1) == ["inactive", ""], host
+            assert _host_is_clean(cluster, host).split("\n", 1) == ["inactive", ""], \
+                (host, run(host, "systemctl --failed --no-legend --plain"))
             assert run(host, "ls -d /var/lib/etcd.removed-* | wc -l").strip() == "1"
         started = time.monotonic()
         grown = cluster.provision()

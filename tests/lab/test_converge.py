@@ -240,9 +240,9 @@ def test_haproxy_spreads_and_survives_a_control_plane_node(lab: Lab) -> None:
     cps = [n for n in lab.nodes if "cp" in n]
     # The control plane is not converged here (--only os..lb): a TLS test double on each node
     # answers /readyz (haproxy's check) and every request with its host name.
-    pki = lab.state / "pki"
-    pem = (pki / "apiserver.crt").read_text() + (pki / "apiserver.key").read_text()
+    pki = lab.state / "pki" / "apiserver"
     for n in cps:
+        pem = (pki / f"{n}.crt").read_text() + (pki / f"{n}.key").read_text()
         lab.run(n, f"umask 077; printf '%s' {shlex.quote(pem)} > {FAKE_PEM}")
         lab.run(n, "systemd-run --unit=fake-apiserver --collect python3 -c "
                 f"{shlex.quote(FAKE_APISERVER)}")
