@@ -376,3 +376,25 @@ def test_control_plane_slots_keep_the_other_machines_in_place(tmp_path: Path) ->
                    "lab-w2": ("192.168.56.15", "10.244.4.0/24")}
     assert three == {**one, "lab-cp2": ("192.168.56.12", "10.244.1.0/24"),
                      "lab-cp3": ("192.168.56.13", "10.244.2.0/24")}
+
+
+def test_an_old_record_without_addresses_is_checked_through_its_spec(
+        tmp_path: Path, state_root: Path) -> None:
+    import json
+
+    sdir = cluster_dir("lab")
+    one = _spec(tmp_path, 1, "one.yaml", cps=1)
+    write_applied(sdir, _plan(one), one)
+    record = json.loads((sdir / APPLIED_FILE).read_text())
+    del record["addresses"]  # as written before addresses were kept
+    (sdir / APPLIED_FILE).write_text(json.dumps(record))
+    with pytest.raises(ProvisionError, match="lab-w1: 192.168.56.12 -> 192.168.56.14"):
+        provision(_spec(tmp_path, 1, cps=3), None, None, None, False, NullProgress())
+
+
+def test_pod_subnets_follow_node_order_not_the_etcd_hosts(tmp_path: Path) -> None:
+    """Dedicated etcd hosts take addresses but no pod subnet: the nodes' subnets are their
+    order among the nodes, as before kept slots existed."""
+    plan = _plan(_dedicated_etcd_spec(tmp_path))
+    assert {h.name: str(h.pod_cidr) for h in plan.nodes} == {
+        "lab-cp1": "10.244.0.0/24", "lab-w1": "10.244.1.0/24"}
