@@ -311,6 +311,14 @@ class HostAlias(Model):
                                  examples=["192.168.56.1"])
 
 
+# Both providers that generate machines keep room for a growing control plane the same way.
+CONTROL_PLANE_SLOTS_HELP = (
+    "Addresses kept for control-plane nodes ahead of the others (generated machines are "
+    "numbered: control plane, dedicated etcd, workers, from firstHostOffset). Set it to the "
+    "most control-plane nodes the cluster will have, so that growing the control plane later "
+    "moves no other machine. Default: controlPlane.count.")
+
+
 class NspawnProvider(Model):
     """Local machines: systemd-nspawn containers on this Linux host."""
 
@@ -328,12 +336,7 @@ class NspawnProvider(Model):
         11, description="Generated machines get addresses from subnet start + this offset."
     )
     control_plane_slots: Annotated[Whole, Field(ge=1, le=99)] | None = Field(
-        None, description="Addresses kept for control-plane nodes ahead of the others "
-        "(generated machines are numbered: control plane, dedicated etcd, workers, from "
-        "firstHostOffset). Set it to the most control-plane nodes the cluster will have, so "
-        "that growing the control plane later moves no other machine. Default: "
-        "controlPlane.count.",
-    )
+        None, description=CONTROL_PLANE_SLOTS_HELP)
     suite: Literal["bookworm"] = Field("bookworm", description="Debian release of the image.")
     debian_mirror: HttpURL = Field(
         "http://deb.debian.org/debian",
@@ -363,12 +366,7 @@ class VagrantProvider(Model):
     subnet: Cidr = Field(IPv4Network("192.168.56.0/24"), description="Private network.")
     first_host_offset: Annotated[Whole, Field(ge=2, le=250)] = 11
     control_plane_slots: Annotated[Whole, Field(ge=1, le=99)] | None = Field(
-        None, description="Addresses kept for control-plane nodes ahead of the others "
-        "(generated machines are numbered: control plane, dedicated etcd, workers, from "
-        "firstHostOffset). Set it to the most control-plane nodes the cluster will have, so "
-        "that growing the control plane later moves no other machine. Default: "
-        "controlPlane.count.",
-    )
+        None, description=CONTROL_PLANE_SLOTS_HELP)
     libvirt_driver: Literal["auto", "kvm", "qemu"] = Field(
         "auto", description="`qemu` (software emulation) where there is no usable /dev/kvm."
     )
