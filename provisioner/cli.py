@@ -23,6 +23,7 @@ from provisioner.cli_nodes import app as nodes_app
 from provisioner.cli_options import SpecFile, StateDir, split_list
 from provisioner.cli_provision import app as provision_app
 from provisioner.cli_reset import app as reset_app
+from provisioner.cli_upgrade import app as upgrade_app
 from provisioner.cli_vagrant import app as vagrant_app
 from provisioner.cli_verify import app as verify_app
 from provisioner.cli_verify import smoke_app
@@ -222,6 +223,7 @@ app.registered_commands += provision_app.registered_commands
 app.registered_commands += reset_app.registered_commands
 app.registered_commands += verify_app.registered_commands
 app.registered_commands += smoke_app.registered_commands
+app.registered_commands += upgrade_app.registered_commands
 
 
 def main() -> None:

@@ -142,6 +142,37 @@ def attach_machines(file: Path, state_dir: Path | None, progress: ProgressSink) 
         progress.note(f"warning: {warning}")
 
 
+def report(result: ProvisionResult, human: Console, progress: ProgressSink) -> None:
+    """The end of a run, as `provision` prints it: the summary, what was not run, the
+    steps' times, verify's table; exit 1 with the failure, else name the admin
+    kubeconfig."""
+    if isinstance(progress, JsonProgress):
+        progress.summary(result.to_json())
+    if result.phases:
+        print_summary(human, result)
+    by_reason: dict[str, list[str]] = {}
+    for phase, reason in result.skipped:
+        by_reason.setdefault(reason, []).append(phase)
+    for reason, phases in by_reason.items():
+        label = "converged, not run" if reason == "converged" else f"skipped ({reason})"
+        human.print(f"{label}: {', '.join(phases)}", markup=False, highlight=False)
+    if result.steps:
+        human.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.steps.items()),
+                    markup=False, highlight=False)
+    word = "succeeded" if result.succeeded else "FAILED"
+    human.print(f"provision {word}: {len(result.phases)} phases, {result.changed} changed "
+                f"tasks, {result.seconds:.1f}s; run {result.run_dir}", markup=False,
+                highlight=False)
+    if result.verify:
+        human.print(verify_table(list(result.verify)))
+    if result.failure is not None:
+        _fail(f"failed: {result.failure}")
+    if result.admin_kubeconfig is not None:
+        human.print(f"admin kubeconfig: {result.admin_kubeconfig} (secret, 0600); use it with\n"
+                    f"  kubectl --kubeconfig {result.admin_kubeconfig} get nodes",
+                    markup=False, highlight=False)
+
+
 @app.command("provision")
 def provision_cmd(
     file: SpecFile,
@@ -182,9 +213,11 @@ def provision_cmd(
         "phase_started, task_started, task_finished, phase_finished, note, and last the "
         "run summary); human messages go to stderr.")] = False,
     prune: Annotated[bool, typer.Option(
-        "--prune", help="Remove the workers the last provision converged that are no "
+        "--prune", help="Remove the nodes the last provision converged that are no "
         "longer in the spec (cordon, drain respecting PodDisruptionBudgets, delete the "
-        "Node, reset the host) before converging; without it such a spec is refused.")
+        "Node; for control-plane nodes also stop their control plane and remove their "
+        "etcd members one at a time; reset the host) before converging; without it such "
+        "a spec is refused.")
     ] = False,
     drain_timeout: Annotated[int, typer.Option(
         "--drain-timeout", min=10, help="Seconds one node's drain (--prune, or an upgrade) "
@@ -213,31 +246,7 @@ def provision_cmd(
                                max_unavailable=max_unavailable)
     except ProvisionError as exc:
         _fail(f"error: {exc}", exc.exit_code)
-    if isinstance(progress, JsonProgress):
-        progress.summary(result.to_json())
-    if result.phases:
-        print_summary(human, result)
-    by_reason: dict[str, list[str]] = {}
-    for phase, reason in result.skipped:
-        by_reason.setdefault(reason, []).append(phase)
-    for reason, phases in by_reason.items():
-        label = "converged, not run" if reason == "converged" else f"skipped ({reason})"
-        human.print(f"{label}: {', '.join(phases)}", markup=False, highlight=False)
-    if result.steps:
-        human.print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.steps.items()),
-                    markup=False, highlight=False)
-    word = "succeeded" if result.succeeded else "FAILED"
-    human.print(f"provision {word}: {len(result.phases)} phases, {result.changed} changed "
-                f"tasks, {result.seconds:.1f}s; run {result.run_dir}", markup=False,
-                highlight=False)
-    if result.verify:
-        human.print(verify_table(list(result.verify)))
-    if result.failure is not None:
-        _fail(f"failed: {result.failure}")
-    if result.admin_kubeconfig is not None:
-        human.print(f"admin kubeconfig: {result.admin_kubeconfig} (secret, 0600); use it with\n"
-                    f"  kubectl --kubeconfig {result.admin_kubeconfig} get nodes",
-                    markup=False, highlight=False)
+    report(result, human, progress)
 
 
 @app.command("status")

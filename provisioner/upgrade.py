@@ -163,3 +163,49 @@ def check(plan: Plan, surveys: Mapping[str, HostSurvey]) -> Upgrade | None:
             f"Fix: upgrade through {' -> '.join(path)}: set spec.kubernetesVersion to "
             f"{path[0]}, provision, then to the next.")
     return Upgrade(plan.version, behind) if behind else None
+
+
+_VERSION_LINE = re.compile(
+    r"^(?P<head>[ \t]+kubernetesVersion:[ \t]*)(?P<q>[\"']?)(?P<v>[^\"'\s#]+)(?P=q)"
+    r"(?P<tail>[ \t]*(?:#.*)?)$", re.MULTILINE)
+
+
+_SPEC_LINE = re.compile(r"^spec:[ \t]*(?:#.*)?\n(?P<indent>[ \t]+)", re.MULTILINE)
+
+
+def retarget(text: str, version: str) -> str:
+    """The spec's text with ``spec.kubernetesVersion`` set to ``version``, every other byte
+    (comments, order, quoting) kept; a spec that leaves it out (the newest release by
+    default) gets it as the first key under ``spec:``. ``ValueError`` naming the fix when
+    the spec says it other than on one line of its own (a flow mapping, an anchor), or more
+    than once."""
+    found = list(_VERSION_LINE.finditer(text))
+    if not found and "kubernetesVersion" not in text and (
+            spec := _SPEC_LINE.search(text)) is not None:
+        at = spec.start("indent")
+        return text[:at] + f'{spec["indent"]}kubernetesVersion: "{version}"\n' + text[at:]
+    if len(found) != 1:
+        raise ValueError(
+            "the spec must name spec.kubernetesVersion exactly once, on a line of its own "
+            f"(found {len(found)}); set it by hand, then run `provisioner provision`")
+    m = found[0]
+    q = m["q"] or '"'
+    return text[:m.start()] + f"{m['head']}{q}{version}{q}{m['tail']}" + text[m.end():]
+
+
+def path_to(current: str, target: str) -> list[str]:
+    """The releases to pass through from ``current`` to ``target``, one per minor, ending
+    with the target: ``[target]`` for a step of one minor (or a patch); ``ValueError``
+    naming the fix for a target older than ``current``."""
+    now, to = parse_version(current), parse_version(target)
+    if now is None or to is None:
+        raise ValueError(f"not a release: {current if now is None else target}")
+    if to < now:
+        raise ValueError(
+            f"{target} is older than {current}, which the spec names; going down a version "
+            "is not supported (etcd and the API objects may already be in the newer "
+            "release's form). Fix: to go back, restore an etcd snapshot taken before the "
+            "upgrade onto a cluster provisioned at the old release.")
+    if to[0] != now[0]:
+        raise ValueError(f"{target} is another major release than {current}")
+    return _path(now, to)
