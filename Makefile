@@ -31,7 +31,7 @@ lock:
 # inventories/nspawn-*.yaml point): every binary and image built from upstream source
 # through the Go module proxy, haproxy and keepalived from Debian. Cached under
 # ~/.cache/provisioner: the first build takes tens of minutes on 2 cores, later ones seconds.
-LAB_SPECS ?= inventories/nspawn-3cp-2w.yaml inventories/nspawn-flannel.yaml inventories/nspawn-vip.yaml
+LAB_SPECS ?= inventories/nspawn-3cp-2w.yaml inventories/nspawn-vip-flannel.yaml
 lab-artifacts: $(PY)
 	for spec in $(LAB_SPECS); do $(VENV)/bin/provisioner artifacts build $$spec || exit 1; done
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provisioner.artifacts import artifacts_extravars, fetch
-from provisioner.converge import HostSurvey, HostWant, survey_json
+from provisioner.converge import HostSurvey, HostWant, network_only, survey_json
 from provisioner.converge import targets as phase_hosts
 from provisioner.execute import (
     EVENTS_FILE,
@@ -678,6 +678,11 @@ def provision(
         if upgrade is not None:
             _upgrade_preconditions(plan, selected, surveys)
         targets = None if full else phase_hosts(plan, surveys)
+        if targets is not None:
+            # Hosts whose only node-phase change is the pod routes table (a node joined or
+            # left): the node playbook runs the CNI's part there, not the kubelet's.
+            base_vars["node_network_only"] = [
+                h for h in network_only(surveys) if h in targets.get("node", ())]
         steps["survey"] = time.monotonic() - surveyed
         _report_survey(surveys, targets, steps["survey"], progress)
         if upgrade is not None:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from provisioner.converge import HostWant, WantFile, compare, desired, targets
+from provisioner.components.cni import ROUTES
+from provisioner.converge import HostWant, WantFile, compare, desired, network_only, targets
 from provisioner.converge.survey import HostSurvey, probe_command
 from provisioner.execute.runner import PLAYBOOKS
 from provisioner.plan import build_plan
@@ -162,6 +163,31 @@ def test_differences_name_their_phase_and_hosts(rendered: tuple[Any, Any]) -> No
     assert [str(d) for d in surveys["cv-cp2"].differences] == [
         f"file {etcd_conf}: mode 0666, want 0600"]
     assert targets(plan, surveys)["etcd"] == ["cv-cp1", "cv-cp2", "cv-cp3"]
+
+
+def test_a_routes_table_change_alone_is_network_only(rendered: tuple[Any, Any]) -> None:
+    """A node joining changes every other node's pod routes table and nothing else of the
+    node phase: those hosts are network-only (their kubelet and kube-proxy are left alone);
+    a host that also differs elsewhere in the node phase, or was not surveyed, is not."""
+    plan, tree = rendered
+    wants = desired(plan, tree, EVERY_PHASE, {}, Path("/nonexistent"), PLAYBOOKS)
+    reports = {h: _converged(w) for h, w in wants.items()}
+    for h in ("cv-cp1", "cv-w1", "cv-w2"):
+        reports[h]["files"][ROUTES][0] = "0" * 64
+    reports["cv-w2"]["units"]["kube-proxy"]["active"] = "inactive"
+    reports["cv-cp3"]["files"][ROUTES][0] = "0" * 64
+    runtime_conf = next(f.path for f in wants["cv-cp3"].files
+                        if f.path.endswith("containerd/config.toml"))
+    reports["cv-cp3"]["files"][runtime_conf][1] = 0o666
+    surveys = {h: HostSurvey(h, r, compare(wants[h], r)) for h, r in reports.items()}
+    surveys["cv-cp2"] = HostSurvey("cv-cp2", None, error="unreachable")
+    assert network_only(surveys) == ["cv-cp1", "cv-cp3", "cv-w1"]
+    assert "runtime" in {p for d in surveys["cv-cp3"].differences for p in d.phases}
+    assert set(targets(plan, surveys)["node"]) >= {"cv-cp1", "cv-w1", "cv-w2", "cv-cp3"}
+    node_play = (PLAYBOOKS / "node.yml").read_text()
+    for role in ("kubelet", "kube_proxy"):
+        assert (f"        name: {role}\n      when: inventory_hostname not in "
+                "node_network_only | default([])") in node_play, role
 
 
 def test_every_kind_of_drift_is_a_difference(rendered: tuple[Any, Any]) -> None:

@@ -3,7 +3,7 @@
 Scope: ``FakeApiDouble`` stands in for the apiserver (pods cannot run in a unit test): it
 keeps the objects POSTed to it and plays the kubelet's part by giving pods a node, an IP, a
 Ready condition or a termination message, per scenario. The real thing is exercised by the
-lab tests (tests/lab/test_cluster.py, test_flannel.py).
+lab tests (tests/lab/test_cluster.py, test_vip_flannel.py).
 """
 
 from __future__ import annotations

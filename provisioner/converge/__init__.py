@@ -10,7 +10,14 @@ from __future__ import annotations
 import json
 
 from provisioner.converge.desired import HostWant, WantFile, desired
-from provisioner.converge.survey import Difference, HostSurvey, compare, survey, targets
+from provisioner.converge.survey import (
+    Difference,
+    HostSurvey,
+    compare,
+    network_only,
+    survey,
+    targets,
+)
 
 
 def survey_json(surveys: dict[str, HostSurvey]) -> str:
@@ -27,5 +34,6 @@ def survey_json(surveys: dict[str, HostSurvey]) -> str:
     }, indent=1) + "\n"
 
 
-__all__ = ["Difference", "HostSurvey", "HostWant", "WantFile", "compare", "desired", "survey",
+__all__ = ["Difference", "HostSurvey", "HostWant", "WantFile", "compare", "desired", "network_only",
+           "survey",
            "survey_json", "targets"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from provisioner.components.cni import ROUTES
 from provisioner.converge.desired import CLUSTER_WIDE, HostWant
 from provisioner.plan.model import Plan
 from provisioner.verify.ssh import SshRunner, SshUnavailable
@@ -203,3 +204,24 @@ def targets(plan: Plan, surveys: Mapping[str, HostSurvey]) -> dict[str, list[str
         wanted["preflight"] = touched & set(hosts_of["preflight"])
     return {p: [h for h in hosts_of.get(p, ()) if h in hosts]
             for p, hosts in wanted.items() if hosts}
+
+
+# Node-phase files that only the pod network reads: a host whose node-phase differences
+# are all among these needs the CNI's part of the phase, not the kubelet's or kube-proxy's.
+# The bridge CNI's routes table changes on every node when a node joins or leaves.
+NETWORK_ONLY_FILES = frozenset({ROUTES})
+
+
+def network_only(surveys: Mapping[str, HostSurvey]) -> list[str]:
+    """The hosts that differ in the node phase by ``NETWORK_ONLY_FILES`` alone (sorted):
+    the node playbook leaves their kubelet and kube-proxy alone (``node_network_only``), so
+    a node joining costs the others one small play. A host that could not be surveyed, or
+    differs in anything else of the node phase, is never one."""
+    out = []
+    for name, s in surveys.items():
+        if s.error is not None:
+            continue
+        node = [d for d in s.differences if "node" in d.phases]
+        if node and all(d.kind == "file" and d.target in NETWORK_ONLY_FILES for d in node):
+            out.append(name)
+    return sorted(out)

@@ -1,6 +1,10 @@
-"""End-to-end with ``loadBalancer.mode: vip`` (inventories/nspawn-vip.yaml): keepalived holds
-the VIP on exactly one control-plane node; when that node stops, another takes the VIP over
-and the apiserver stays served at it; a second provision changes nothing."""
+"""End-to-end with ``loadBalancer.mode: vip`` and ``cni: flannel`` on one cluster
+(inventories/nspawn-vip-flannel.yaml, 3 control-plane nodes and 1 worker; one cluster proves
+both choices, so CI makes one cluster less): flannel's VXLAN overlay carries pod traffic
+across nodes and Services answer by name from every node; keepalived holds the VIP on
+exactly one control-plane node, and when that node stops another takes the VIP over and the
+apiserver stays served at it; a second provision changes nothing, the flannel DaemonSet
+included."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from tests.fixtures.lab_cluster import Provisioned, assert_converged, failing, p
 
 pytestmark = pytest.mark.lab
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "nspawn-vip.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "inventories" / "nspawn-vip-flannel.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +57,32 @@ def _livez(p: Provisioned, address: str, port: int) -> int:
         return 0
 
 
+def test_flannel_carries_pod_traffic_and_services(vip: Provisioned) -> None:
+    """Every check passes, nothing skipped; each node's pod reached the other nodes' pods
+    and the probe Service by name; the overlay device flannel.1 exists on every node."""
+    assert vip.first.succeeded, vip.first.failure
+    checks = list(vip.first.verify)
+    assert not failing(checks), failing(checks)
+    assert [r.name for r in checks if r.status == "skipped"] == []
+    nodes = [h.name for h in vip.plan.nodes]
+    assert len(nodes) == 4, nodes
+    for name in ("pod-network", "service-by-name", "pod-dns", "service-nodeport"):
+        ok = {r.target for r in checks if r.name == name and r.status == "ok"}
+        assert ok == set(nodes), (name, ok)
+    ssh = cluster_ssh(vip.plan.name)
+    for h in vip.plan.nodes:
+        m = h.machine
+        proc = ssh_run(ssh, m.ssh_user, m.address, m.ssh_port,
+                       "ip -d link show flannel.1 && test -x /opt/cni/bin/flannel", timeout=30)
+        assert proc.returncode == 0 and "vxlan id 1" in proc.stdout, (h.name, proc.stderr)
+
+
+def test_vip_second_provision_changes_nothing(vip: Provisioned) -> None:
+    assert_converged(vip.second, 4)
+
+
 def test_the_vip_is_held_once_and_moves_when_its_holder_stops(vip: Provisioned) -> None:
     assert vip.first.succeeded, vip.first.failure
-    assert not failing(list(vip.first.verify)), failing(list(vip.first.verify))
     lb = vip.plan.cluster.spec.load_balancer
     address, port = str(lb.vip), lb.port
     holders = _holders(vip, address)
@@ -75,7 +102,3 @@ def test_the_vip_is_held_once_and_moves_when_its_holder_stops(vip: Provisioned) 
         assert len(moved) == 1 and moved[0] != holders[0], moved
     finally:
         vip.provider.up()
-
-
-def test_vip_second_provision_changes_nothing(vip: Provisioned) -> None:
-    assert_converged(vip.second, 4)
