@@ -32,7 +32,13 @@ from provisioner.plan import Plan, build_plan
 from provisioner.providers.ssh import ClusterSSH, cluster_ssh, ssh_run
 from provisioner.provision import ProvisionResult, provision
 from provisioner.spec.load import load_file
-from tests.fixtures.lab_cluster import assert_converged, failing, provisioned, run_provision
+from tests.fixtures.lab_cluster import (
+    assert_converged,
+    example_variant,
+    failing,
+    provisioned,
+    run_provision,
+)
 from tests.fixtures.lab_membership import ApiPoller, etcd_members, haproxy_backends, main_pids
 
 pytestmark = [
@@ -71,18 +77,14 @@ class Small:
 
 def _example(base: Path) -> Path:
     """The lab example with one control-plane node and one worker (its files absolute)."""
-    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    data["spec"]["controlPlane"]["count"] = 1
-    data["spec"]["workers"]["count"] = 1
-    # Room for three control-plane nodes: the worker keeps its address as the plane grows.
-    data["spec"]["provider"]["controlPlaneSlots"] = 3
-    for reg in data["spec"].get("registries", {}).get("private", []):
-        for key in ("caFile", "passwordFile"):
-            if key in reg:
-                reg[key] = str((EXAMPLE.parent / reg[key]).resolve())
-    path = base / "example-1cp.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    def edit(spec: dict[str, Any]) -> None:
+        spec["controlPlane"]["count"] = 1
+        spec["workers"]["count"] = 1
+        # Room for three control-plane nodes: the worker keeps its address as the plane
+        # grows.
+        spec["provider"]["controlPlaneSlots"] = 3
+
+    return example_variant(EXAMPLE, base / "example-1cp.yaml", edit)
 
 
 @pytest.fixture(scope="module")

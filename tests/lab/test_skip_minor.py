@@ -38,7 +38,12 @@ from provisioner.spec.load import load_file
 from provisioner.state import cluster_dir
 from tests.fixtures import lab_registry
 from tests.fixtures.built_artifacts import LAB_SOURCE
-from tests.fixtures.lab_cluster import assert_converged, provisioned, run_provision
+from tests.fixtures.lab_cluster import (
+    assert_converged,
+    example_variant,
+    provisioned,
+    run_provision,
+)
 
 pytestmark = [
     pytest.mark.lab,
@@ -79,17 +84,12 @@ class Old:
 
 def _example(base: Path) -> Path:
     """The lab example at FROM with one control-plane node and one worker."""
-    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    data["spec"]["kubernetesVersion"] = FROM
-    data["spec"]["controlPlane"]["count"] = 1
-    data["spec"]["workers"]["count"] = 1
-    for reg in data["spec"].get("registries", {}).get("private", []):
-        for key in ("caFile", "passwordFile"):
-            if key in reg:
-                reg[key] = str((EXAMPLE.parent / reg[key]).resolve())
-    path = base / f"example-{FROM}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    def edit(spec: dict[str, Any]) -> None:
+        spec["kubernetesVersion"] = FROM
+        spec["controlPlane"]["count"] = 1
+        spec["workers"]["count"] = 1
+
+    return example_variant(EXAMPLE, base / f"example-{FROM}.yaml", edit)
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from provisioner.state import cluster_dir
 from provisioner.verify.pods import images
 from tests.fixtures import lab_registry
 from tests.fixtures.built_artifacts import LAB_SOURCE, built_local_source
-from tests.fixtures.lab_cluster import assert_converged, failing, provisioned
+from tests.fixtures.lab_cluster import assert_converged, example_variant, failing, provisioned
 
 pytestmark = [
     pytest.mark.lab,
@@ -78,15 +78,10 @@ class Old:
 
 def _example_at(version: str, base: Path) -> Path:
     """The lab example at ``version``, its relative registry paths made absolute."""
-    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    data["spec"]["kubernetesVersion"] = version
-    for reg in data["spec"].get("registries", {}).get("private", []):
-        for key in ("caFile", "passwordFile"):
-            if key in reg:
-                reg[key] = str((EXAMPLE.parent / reg[key]).resolve())
-    path = base / f"example-{version}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    def edit(spec: dict[str, Any]) -> None:
+        spec["kubernetesVersion"] = version
+
+    return example_variant(EXAMPLE, base / f"example-{version}.yaml", edit)
 
 
 @pytest.fixture(scope="module")
