@@ -118,6 +118,8 @@ class FakeCluster:
     etcd_learners: set[str] = field(default_factory=set)
     inactive: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> unit -> state
     not_ready: set[str] = field(default_factory=set)
+    # host -> GETs of its Node answered Ready=False (a restarted kubelet) before True; -1: never
+    settling: dict[str, int] = field(default_factory=dict)
     unregistered: set[str] = field(default_factory=set)
     git_version: str = "v1.37.2"
     apps_api: bool = False
@@ -127,6 +129,22 @@ class FakeCluster:
     dns_answer: str = ""
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+
+    def node(self, name: str) -> dict[str, Any]:
+        """The Node object as the apiserver answers it now (each read counts down `settling`)."""
+        if name in self.not_ready:
+            cond = {"status": "Unknown", "reason": "NodeStatusUnknown",
+                    "message": "Kubelet stopped posting node status."}
+        elif self.settling.get(name, 0) != 0:
+            if self.settling[name] > 0:
+                self.settling[name] -= 1
+            cond = {"status": "False", "reason": "KubeletNotReady",
+                    "message": "CSINode is not yet initialized"}
+        else:
+            cond = {"status": "True", "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status"}
+        return {"metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", **cond}]}}
 
     def name_of(self, address: str) -> str:
         return next(h.name for h in self.plan.hosts if str(h.address) == address)
@@ -206,16 +224,13 @@ class FakeHttps:
         if path == "/apis/apps/v1":
             return HttpResponse(200 if c.apps_api else 404, "{}")
         if path == "/api/v1/nodes":
-            items = [{"metadata": {"name": h.name},
-                      "status": {"conditions": [{
-                          "type": "Ready",
-                          "status": "Unknown" if h.name in c.not_ready else "True",
-                          "reason": "NodeStatusUnknown" if h.name in c.not_ready else
-                          "KubeletReady",
-                          "message": "Kubelet stopped posting node status." if h.name
-                          in c.not_ready else "kubelet is posting ready status"}]}}
-                     for h in c.plan.nodes if h.name not in c.unregistered]
+            items = [c.node(h.name) for h in c.plan.nodes if h.name not in c.unregistered]
             return HttpResponse(200, json.dumps({"items": items}))
+        m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
+        if m:
+            if m.group(1) in c.unregistered:
+                return HttpResponse(404, '{"kind":"Status","code":404}')
+            return HttpResponse(200, json.dumps(c.node(m.group(1))))
         m = re.fullmatch(r"/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/(.+)",
                          path)
         if m:
@@ -681,6 +696,60 @@ def test_nodes_missing_and_not_ready(plan: Plan, state: Path) -> None:
     assert pick(results, "nodes-ready", "vt-w1").status == "skipped"
     assert pick(results, "nodes-ready", "vt-cp2").status == "fail"
     assert pick(results, "nodes-ready", "vt-cp1").status == "ok"
+
+
+class FakeClock:
+    """Stands in for time in the nodes check: sleeping advances it, nothing waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr("provisioner.verify.checks.nodes.time", fake)
+    return fake
+
+
+def test_a_restarted_kubelet_gets_a_grace_to_become_ready(plan: Plan, state: Path,
+                                                          clock: FakeClock) -> None:
+    # Ready=False for the first 3 reads (the list and two re-reads); the third re-read is True.
+    cluster = FakeCluster(plan, settling={"vt-w1": 3})
+    r = pick(run(cluster, state, only=["nodes-ready"], workload_timeout=120),
+             "nodes-ready", "vt-w1")
+    assert r.status == "ok"
+    assert "Ready=True after 6s settling" in r.evidence
+    assert clock.sleeps == 3
+    assert any(line.endswith("/api/v1/nodes/vt-w1") for line in cluster.log)
+
+
+def test_a_kubelet_that_never_becomes_ready_fails_after_the_grace(plan: Plan, state: Path,
+                                                                  clock: FakeClock) -> None:
+    cluster = FakeCluster(plan, settling={"vt-w1": -1})
+    results = run(cluster, state, only=["nodes-ready"], workload_timeout=120)
+    r = pick(results, "nodes-ready", "vt-w1")
+    assert r.status == "fail"
+    assert "Ready=False for 60s (KubeletNotReady): CSINode is not yet initialized" in r.evidence
+    assert clock.sleeps == 30
+    assert pick(results, "nodes-ready", "vt-cp1").status == "ok"
+
+
+def test_an_unknown_node_fails_without_waiting(plan: Plan, state: Path,
+                                               clock: FakeClock) -> None:
+    r = pick(run(FakeCluster(plan, not_ready={"vt-cp2"}), state, only=["nodes-ready"],
+                 workload_timeout=120), "nodes-ready", "vt-cp2")
+    assert r.status == "fail"
+    assert "Ready=Unknown (NodeStatusUnknown)" in r.evidence
+    assert clock.sleeps == 0
 
 
 # --- workloads -----------------------------------------------------------------------------
