@@ -189,7 +189,9 @@ def targets(plan: Plan, surveys: Mapping[str, HostSurvey]) -> dict[str, list[str
 
     Host-local phases run on the hosts that differ in them; a cluster-wide phase
     (``CLUSTER_WIDE``) on all its hosts once any differs. ``preflight`` checks every host
-    that anything will run on.
+    that anything will run on, except the cluster's hosts whose only difference is the pod
+    routes table (another node joined or left): a joining node is not held up by a
+    preflight round on every node of the cluster.
     """
     hosts_of = {p.name: p.hosts for p in plan.phases}
     wanted: dict[str, set[str]] = {}
@@ -201,7 +203,8 @@ def targets(plan: Plan, surveys: Mapping[str, HostSurvey]) -> dict[str, list[str
         wanted[phase] = set(hosts_of.get(phase, ()))
     touched = set().union(*wanted.values()) if wanted else set()
     if touched and "preflight" in hosts_of:
-        wanted["preflight"] = touched & set(hosts_of["preflight"])
+        routes_only = {name for name, s in surveys.items() if _routes_only(s)}
+        wanted["preflight"] = (touched - routes_only) & set(hosts_of["preflight"])
     return {p: [h for h in hosts_of.get(p, ()) if h in hosts]
             for p, hosts in wanted.items() if hosts}
 
@@ -210,6 +213,12 @@ def targets(plan: Plan, surveys: Mapping[str, HostSurvey]) -> dict[str, list[str
 # are all among these needs the CNI's part of the phase, not the kubelet's or kube-proxy's.
 # The bridge CNI's routes table changes on every node when a node joins or leaves.
 NETWORK_ONLY_FILES = frozenset({ROUTES})
+
+
+def _routes_only(s: HostSurvey) -> bool:
+    """Surveyed, and every difference is one of ``NETWORK_ONLY_FILES``."""
+    return (s.error is None and bool(s.differences)
+            and all(d.kind == "file" and d.target in NETWORK_ONLY_FILES for d in s.differences))
 
 
 def network_only(surveys: Mapping[str, HostSurvey]) -> list[str]:
