@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import paramiko
@@ -52,7 +52,8 @@ from provisioner.verify.checks import apiserver as apiserver_checks
 from provisioner.verify.checks import hosts as host_checks
 from provisioner.verify.checks.etcd import quorum
 from provisioner.verify.curl import curl_command
-from provisioner.verify.run import build_context
+from provisioner.verify.model import Check, ok
+from provisioner.verify.run import build_context, run_checks
 from provisioner.verify.ssh import CommandResult, ParamikoRunner, SshUnavailable, ssh_settings
 from provisioner.verify.transport import (
     ClientCreds,
@@ -1112,3 +1113,26 @@ def test_real_ssh_refused(tmp_path: Path) -> None:
     assert exc.value.kind == "refused"
     with pytest.raises(SshUnavailable):  # remembered: no second connect attempt
         runner.run(lo.hosts[0], "true", 5, False)
+
+
+def test_pod_checks_start_first_and_results_keep_report_order() -> None:
+    """The checks that wait on pods start before the quick ones (one worker makes the start
+    order visible); the report keeps check order, then target order."""
+    started: list[tuple[str, str]] = []
+
+    def check(name: str, targets: tuple[str, ...]) -> Check:
+        def run_it(ctx: Any, target: str) -> Any:
+            started.append((name, target))
+            return ok(f"{name} on {target}")
+        return Check(name, name, lambda ctx: targets, run_it)
+
+    checks = [check("ssh", ("a", "b")), check("nodes-ready", ("a", "b")),
+              check("smoke-deployment", ("cluster",)), check("pod-network", ("a", "b")),
+              check("pod-dns", ("a", "b"))]
+    results = run_checks(cast(Any, None), checks, workers=1)
+    assert started[:2] == [("pod-network", "a"), ("smoke-deployment", "cluster")]
+    assert sorted(started) == sorted((r.name, r.target) for r in results)
+    assert [(r.name, r.target) for r in results] == [
+        ("ssh", "a"), ("ssh", "b"), ("nodes-ready", "a"), ("nodes-ready", "b"),
+        ("smoke-deployment", "cluster"), ("pod-network", "a"), ("pod-network", "b"),
+        ("pod-dns", "a"), ("pod-dns", "b")]

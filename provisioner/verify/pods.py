@@ -22,7 +22,7 @@ from urllib.parse import quote
 from provisioner.plan.model import Plan
 from provisioner.verify.api import ApiClient, ApiError
 
-POLL_SECONDS = 2.0
+POLL_SECONDS = 1.0
 PROBE_LABEL = "provisioner.dev/verify"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "provisioner"}
 # Reasons a container waits with that mean it will not start by itself.
