@@ -215,10 +215,13 @@ def targets(plan: Plan, surveys: Mapping[str, HostSurvey]) -> dict[str, list[str
 NETWORK_ONLY_FILES = frozenset({ROUTES})
 
 
+def _network_file(d: Difference) -> bool:
+    return d.kind == "file" and d.target in NETWORK_ONLY_FILES
+
+
 def _routes_only(s: HostSurvey) -> bool:
     """Surveyed, and every difference is one of ``NETWORK_ONLY_FILES``."""
-    return (s.error is None and bool(s.differences)
-            and all(d.kind == "file" and d.target in NETWORK_ONLY_FILES for d in s.differences))
+    return s.error is None and bool(s.differences) and all(map(_network_file, s.differences))
 
 
 def network_only(surveys: Mapping[str, HostSurvey]) -> list[str]:
@@ -231,6 +234,6 @@ def network_only(surveys: Mapping[str, HostSurvey]) -> list[str]:
         if s.error is not None:
             continue
         node = [d for d in s.differences if "node" in d.phases]
-        if node and all(d.kind == "file" and d.target in NETWORK_ONLY_FILES for d in node):
+        if node and all(map(_network_file, node)):
             out.append(name)
     return sorted(out)

@@ -61,12 +61,9 @@ def ready(ctx: VerifyContext, target: str) -> Outcome:
                     f"kubelet on {target} has not posted status: `journalctl -u kubelet -n 50`")
     waited = 0.0
     if cond.get("status") == "False":
-        grace = min(NODE_READY_GRACE, ctx.workload_timeout)
         start = time.monotonic()
-        while cond is not None and cond.get("status") == "False":
-            waited = time.monotonic() - start
-            if waited >= grace:
-                break
+        deadline = start + min(NODE_READY_GRACE, ctx.workload_timeout)
+        while cond is not None and cond.get("status") == "False" and time.monotonic() < deadline:
             time.sleep(NODE_READY_POLL)
             cond = _ready_condition(ctx.api.get_json(f"/api/v1/nodes/{target}"))
         waited = time.monotonic() - start
