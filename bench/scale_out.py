@@ -55,6 +55,12 @@ def _timed(log: IO[str], spec: Path, label: str, skip: list[str] | None = None,
           + ", ".join(f"{k} {v:.1f}" for k, v in result.steps.items())
           + "; phases " + ", ".join(f"{p.phase} {p.seconds:.1f}" for p in result.phases)
           + f"; changed per host {changed}", flush=True)
+    print("    slowest: " + "; ".join(f"{t.phase}/{t.host} {t.task} {t.seconds:.1f}"
+                                      for t in result.slowest(8)), flush=True)
+    if result.verify:
+        late = sorted(result.verify, key=lambda c: -c.seconds)[:6]
+        print("    slowest checks: " + "; ".join(f"{c.name}/{c.target} {c.seconds:.1f}"
+                                              for c in late), flush=True)
     if not result.succeeded:
         raise SystemExit(f"{spec}: provision failed: {result.failure} (log: {log.name})")
     return seconds, result

@@ -16,6 +16,7 @@ import shutil
 import socket
 import ssl
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -1084,6 +1085,46 @@ def test_real_ssh_connects_again_after_the_host_closed_the_connection(
     assert logins == 3
 
 
+def test_real_ssh_logs_in_again_when_the_host_was_too_slow_to_answer(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The host accepts the first connection but never sends its banner (an overloaded
+    sshd): the runner tries once more with twice the timeout, and paramiko's own traceback
+    of the failed login is not printed."""
+    host_key = paramiko.ECDSAKey.generate()
+    state, client_key = _ssh_state(tmp_path)
+    with SshServer(host_key, client_key, _hostname_srv, mute=1) as server:
+        (state / "ssh" / "known_hosts").write_text(
+            f"[127.0.0.1]:{server.port} {host_key.get_name()} {host_key.get_base64()}\n")
+        lo = _ssh_plan(server.port)
+        runner = ParamikoRunner(ssh_settings(lo, state), 0.5)
+        try:
+            result = runner.run(lo.hosts[0], "hostname", 5, False)
+        finally:
+            runner.close()
+        logins = server.requests().connections
+    assert result == CommandResult(0, "srv\n", "")
+    assert logins == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_real_ssh_that_stays_silent_fails_after_one_more_try(tmp_path: Path) -> None:
+    host_key = paramiko.ECDSAKey.generate()
+    state, client_key = _ssh_state(tmp_path)
+    with SshServer(host_key, client_key, _hostname_srv, mute=5, timeout=3) as server:
+        lo = _ssh_plan(server.port)
+        runner = ParamikoRunner(ssh_settings(lo, state), 0.3)
+        try:
+            with pytest.raises(SshUnavailable) as exc:
+                runner.run(lo.hosts[0], "hostname", 5, False)
+        finally:
+            runner.close()
+        logins = server.requests().connections
+    assert logins == 2
+    assert exc.value.kind == "ssh"
+    assert "did not complete the SSH login, twice (within 0.3s, then 0.6s)" in exc.value.detail
+    assert "overloaded" in exc.value.hint
+
+
 def test_real_ssh_unknown_host_key_fails_clearly(tmp_path: Path) -> None:
     host_key = paramiko.ECDSAKey.generate()
     other = paramiko.ECDSAKey.generate()
@@ -1136,3 +1177,14 @@ def test_pod_checks_start_first_and_results_keep_report_order() -> None:
         ("ssh", "a"), ("ssh", "b"), ("nodes-ready", "a"), ("nodes-ready", "b"),
         ("smoke-deployment", "cluster"), ("pod-network", "a"), ("pod-network", "b"),
         ("pod-dns", "a"), ("pod-dns", "b")]
+
+
+def test_each_result_carries_how_long_its_check_took_but_json_does_not() -> None:
+    def slow(ctx: Any, target: str) -> Any:
+        time.sleep(0.2 if target == "a" else 0.0)
+        return ok(target)
+
+    results = run_checks(cast(Any, None), [Check("ssh", "ssh", lambda ctx: ("a", "b"), slow)])
+    by_target = {r.target: r for r in results}
+    assert by_target["a"].seconds >= 0.2 > by_target["b"].seconds
+    assert "seconds" not in by_target["a"].to_json()

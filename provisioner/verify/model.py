@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar, cast
@@ -66,6 +66,8 @@ class CheckResult:
     target: str  # a host name or ``cluster``
     evidence: str
     hint: str
+    # Wall seconds the check took on this target (benchmarks read it; not in --json).
+    seconds: float = field(default=0.0, compare=False)
 
     def to_json(self) -> dict[str, str]:
         """Plain data for ``--json`` (no timestamps or durations: output is stable)."""

@@ -10,6 +10,7 @@ is ``skipped`` (the apiserver checks report why).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -144,6 +145,7 @@ def build_context(plan: Plan, state_dir: Path, ssh: SshRunner | None = None,
 
 
 def _run_one(ctx: VerifyContext, check: Check, target: str) -> CheckResult:
+    started = time.monotonic()
     try:
         outcome = check.run(ctx, target)
     except SshUnavailable as exc:
@@ -155,11 +157,12 @@ def _run_one(ctx: VerifyContext, check: Check, target: str) -> CheckResult:
     except Exception as exc:  # a bug in one check must not hide the others' results
         outcome = fail(f"internal error: {type(exc).__name__}: {exc}",
                        "this is a bug in provisioner verify: please report it with this line")
-    return _result(check, target, outcome)
+    return _result(check, target, outcome, time.monotonic() - started)
 
 
-def _result(check: Check, target: str, outcome: Outcome) -> CheckResult:
-    return CheckResult(check.name, outcome.status, target, outcome.evidence, outcome.hint)
+def _result(check: Check, target: str, outcome: Outcome, seconds: float = 0.0) -> CheckResult:
+    return CheckResult(check.name, outcome.status, target, outcome.evidence, outcome.hint,
+                       seconds)
 
 
 # Checks that wait on pods (tens of seconds on a busy cluster). The first target of each is

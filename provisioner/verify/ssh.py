@@ -15,9 +15,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import shlex
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,13 @@ import paramiko
 from provisioner.plan.model import HostPlan, Plan
 from provisioner.providers.reach import Reach, reach
 from provisioner.providers.ssh import pinned_known_hosts
+
+# paramiko's transport thread logs a failed login's traceback at ERROR; with no logging set
+# up, Python prints it to stderr ("Exception (client): Error reading SSH protocol banner" and
+# the stack). The failure is reported by SshUnavailable, with its hint, instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+RETRY_PAUSE = 1.0  # seconds before a slow host's second login
 
 SshErrorKind = Literal["hostkey-unknown", "hostkey-mismatch", "auth", "refused", "timeout",
                        "unreachable", "key-missing", "ssh"]
@@ -45,12 +54,14 @@ class CommandResult:
 class SshUnavailable(Exception):
     """No SSH session to a host: every SSH-based check of that host is skipped."""
 
-    def __init__(self, host: str, kind: SshErrorKind, detail: str, hint: str) -> None:
+    def __init__(self, host: str, kind: SshErrorKind, detail: str, hint: str,
+                 slow: bool = False) -> None:
         super().__init__(f"{host}: {detail}")
         self.host = host
         self.kind: SshErrorKind = kind
         self.detail = detail
         self.hint = hint
+        self.slow = slow  # the host answered TCP but not the SSH login in time
 
 
 class SshRunner(Protocol):
@@ -171,6 +182,31 @@ class ParamikoRunner:
         return got
 
     def _connect(self, host: HostPlan) -> paramiko.SSHClient:
+        """Log in to ``host``. A host that accepted the TCP connection but was too slow to
+        send its banner or finish the login (an sshd on an overloaded machine: seen on a
+        21-node lab cluster at load 80, "Error reading SSH protocol banner", then "No
+        existing session") is tried again, with twice the timeout; a host that refuses,
+        does not answer, or fails the host key or authentication is not."""
+        try:
+            return self._connect_once(host, self._timeout)
+        except SshUnavailable as exc:
+            if not exc.slow:
+                raise
+        time.sleep(RETRY_PAUSE)
+        try:
+            return self._connect_once(host, self._timeout * 2)
+        except SshUnavailable as exc:
+            if not exc.slow:
+                raise
+            s = self._settings[host.name]
+            raise SshUnavailable(
+                host.name, exc.kind, f"{s.user}@{s.host}:{s.port}: accepted the connection "
+                f"but did not complete the SSH login, twice (within {self._timeout:g}s, then "
+                f"{self._timeout * 2:g}s): {exc.detail.rsplit(': ', 1)[-1]}",
+                f"is {host.name} overloaded (its load, sshd's MaxStartups)? try `ssh -p "
+                f"{s.port} {s.user}@{s.host}` by hand", slow=True) from None
+
+    def _connect_once(self, host: HostPlan, timeout: float) -> paramiko.SSHClient:
         s = self._settings[host.name]
         addr = s.host
         where = f"{s.user}@{addr}:{s.port}"
@@ -187,8 +223,8 @@ class ParamikoRunner:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             client.connect(addr, port=s.port, username=s.user,
                            key_filename=str(s.key) if s.key is not None else None,
-                           timeout=self._timeout, banner_timeout=self._timeout,
-                           auth_timeout=self._timeout, allow_agent=s.key is None,
+                           timeout=timeout, banner_timeout=timeout,
+                           auth_timeout=timeout, allow_agent=s.key is None,
                            look_for_keys=s.key is None)
         except paramiko.BadHostKeyException:
             client.close()
@@ -222,16 +258,18 @@ class ParamikoRunner:
                     "--trust-on-first-use`, which records and prints it (host keys are "
                     "always checked)") from None
             raise SshUnavailable(host.name, "ssh", f"{where}: {exc}",
-                                 f"try `ssh -p {s.port} {s.user}@{addr}` by hand") from None
+                                 f"try `ssh -p {s.port} {s.user}@{addr}` by hand",
+                                 slow=True) from None
         except EOFError:
             client.close()
             raise SshUnavailable(host.name, "ssh", f"{where}: the host closed the connection "
                                  "while logging in", f"try `ssh -p {s.port} {s.user}@{addr}` "
-                                 "by hand; is sshd on it overloaded (MaxStartups)?") from None
+                                 "by hand; is sshd on it overloaded (MaxStartups)?",
+                                 slow=True) from None
         except TimeoutError:
             client.close()
             raise SshUnavailable(host.name, "timeout",
-                                 f"{where}: no answer within {self._timeout:g}s",
+                                 f"{where}: no answer within {timeout:g}s",
                                  f"is {host.name} up and reachable from here?") from None
         except OSError as exc:
             client.close()
