@@ -122,6 +122,8 @@ class FakeCluster:
     not_ready: set[str] = field(default_factory=set)
     # host -> GETs of its Node answered Ready=False (a restarted kubelet) before True; -1: never
     settling: dict[str, int] = field(default_factory=dict)
+    # host -> its /readyz GETs answered 500 ([-]etcd failed) before 200
+    readyz_failures: dict[str, int] = field(default_factory=dict)
     unregistered: set[str] = field(default_factory=set)
     git_version: str = "v1.37.2"
     apps_api: bool = False
@@ -187,6 +189,10 @@ class FakeHttps:
             raise TransportError("timeout", f"no answer within {timeout:g}s")
         if parts.port == 2379:
             return self._etcd(host, parts.path)
+        if parts.path == "/readyz" and c.readyz_failures.get(host, 0) > 0:
+            c.readyz_failures[host] -= 1
+            return HttpResponse(500, "[+]ping ok\n[-]etcd failed: reason withheld\n"
+                                "readyz check failed\n")
         state = c.apiserver_state(host)
         if state == "refused":
             raise TransportError("refused", "connection refused")
@@ -720,6 +726,53 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr("provisioner.verify.checks.nodes.time", fake)
     return fake
+
+
+class FakeThreadClock(FakeClock):
+    """A FakeClock of its own for each thread (each check target runs on one): one target's
+    sleeps do not move another's time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        return float(getattr(self._local, "now", 1000.0))
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps += 1
+        self._local.now = self.monotonic() + seconds
+
+
+@pytest.fixture
+def api_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeThreadClock()
+    monkeypatch.setattr("provisioner.verify.checks.apiserver.time", fake)
+    return fake
+
+
+def test_an_apiserver_failing_a_health_check_for_a_moment_is_asked_again(
+        plan: Plan, state: Path, api_clock: FakeClock) -> None:
+    # Two 500s (etcd slow on a loaded host), then 200: ok, saying how long it took.
+    cluster = FakeCluster(plan, readyz_failures={"vt-cp1": 2})
+    r = pick(run(cluster, state, only=["apiserver-readyz-node"], workload_timeout=120),
+             "apiserver-readyz-node", "vt-cp1")
+    assert r.status == "ok"
+    assert r.evidence.endswith(": ok (after HTTP 500 for 4s)")
+    assert api_clock.sleeps == 2
+
+
+def test_an_apiserver_that_keeps_failing_fails_after_the_grace(
+        plan: Plan, state: Path, api_clock: FakeClock) -> None:
+    cluster = FakeCluster(plan, etcd_wrong_endpoint=True)
+    r = pick(run(cluster, state, only=["apiserver-readyz-node"], workload_timeout=120),
+             "apiserver-readyz-node", "vt-cp1")
+    assert r.status == "fail"
+    assert ": HTTP 500 for 10s; [-]etcd failed" in r.evidence
+    assert "--etcd-servers" in r.hint
+    assert api_clock.sleeps == 15  # 5 on each of the 3 control-plane nodes
 
 
 def test_a_restarted_kubelet_gets_a_grace_to_become_ready(plan: Plan, state: Path,
