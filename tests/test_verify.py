@@ -1097,6 +1097,12 @@ def _ssh_state(tmp_path: Path) -> tuple[Path, paramiko.PKey]:
     return state, client_key
 
 
+def _pin(state: Path, port: int, key: paramiko.PKey) -> None:
+    """Pin ``key`` as the host key of 127.0.0.1:``port`` in the state's known_hosts."""
+    (state / "ssh" / "known_hosts").write_text(
+        f"[127.0.0.1]:{port} {key.get_name()} {key.get_base64()}\n")
+
+
 def _ssh_plan(port: int) -> Plan:
     lo = _loopback_plan(6443)
     hosts = tuple(replace(h, machine=replace(h.machine, ssh_port=port)) for h in lo.hosts)
@@ -1107,8 +1113,7 @@ def test_real_ssh_with_pinned_host_key(tmp_path: Path) -> None:
     host_key = paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
     with SshServer(host_key, client_key, _hostname_srv, sessions=1) as server:
-        (state / "ssh" / "known_hosts").write_text(
-            f"[127.0.0.1]:{server.port} {host_key.get_name()} {host_key.get_base64()}\n")
+        _pin(state, server.port, host_key)
         lo = _ssh_plan(server.port)
         runner = ParamikoRunner(ssh_settings(lo, state), 3)
         try:
@@ -1125,8 +1130,7 @@ def test_real_ssh_connects_again_after_the_host_closed_the_connection(
     host_key = paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
     with SshServer(host_key, client_key, _hostname_srv) as server:
-        (state / "ssh" / "known_hosts").write_text(
-            f"[127.0.0.1]:{server.port} {host_key.get_name()} {host_key.get_base64()}\n")
+        _pin(state, server.port, host_key)
         lo = _ssh_plan(server.port)
         runner = ParamikoRunner(ssh_settings(lo, state), 3)
         try:
@@ -1146,8 +1150,7 @@ def test_real_ssh_logs_in_again_when_the_host_was_too_slow_to_answer(
     host_key = paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
     with SshServer(host_key, client_key, _hostname_srv, mute=1) as server:
-        (state / "ssh" / "known_hosts").write_text(
-            f"[127.0.0.1]:{server.port} {host_key.get_name()} {host_key.get_base64()}\n")
+        _pin(state, server.port, host_key)
         lo = _ssh_plan(server.port)
         runner = ParamikoRunner(ssh_settings(lo, state), 0.5)
         try:
@@ -1183,8 +1186,7 @@ def test_real_ssh_unknown_host_key_fails_clearly(tmp_path: Path) -> None:
     other = paramiko.ECDSAKey.generate()
     state, client_key = _ssh_state(tmp_path)
     with SshServer(host_key, client_key, _hostname_srv, sessions=1) as server:
-        (state / "ssh" / "known_hosts").write_text(
-            f"[127.0.0.1]:{server.port} {other.get_name()} {other.get_base64()}\n")
+        _pin(state, server.port, other)
         lo = _ssh_plan(server.port)
         runner = ParamikoRunner(ssh_settings(lo, state), 3)
         ctx = build_context(lo, state, ssh=runner, https=FakeHttps(FakeCluster(lo)),

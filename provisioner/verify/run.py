@@ -160,7 +160,7 @@ def _run_one(ctx: VerifyContext, check: Check, target: str) -> CheckResult:
     return _result(check, target, outcome, time.monotonic() - started)
 
 
-def _result(check: Check, target: str, outcome: Outcome, seconds: float = 0.0) -> CheckResult:
+def _result(check: Check, target: str, outcome: Outcome, seconds: float) -> CheckResult:
     return CheckResult(check.name, outcome.status, target, outcome.evidence, outcome.hint,
                        seconds)
 
