@@ -2,7 +2,7 @@
 
 Scope: a thin typer command over ``provisioner.verify``. Prints a table (or ``--json``), can
 also write ``--junit FILE``; exits 1 when any check fails (warn and skipped do not), 2 on an
-unknown ``--only`` check, 1 on an invalid spec.
+unknown ``--only`` check or ``--probe-from`` node, 1 on an invalid spec.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from provisioner.spec import SpecError, load_file
 from provisioner.state import cluster_dir
 from provisioner.verify import (
     UnknownCheckError,
+    UnknownNodeError,
     check_names,
     exit_code,
     summary_line,
@@ -61,6 +62,11 @@ def verify_cmd(
     timeout: Annotated[float, typer.Option(
         help="Seconds for one connection or command; a down host costs about this much.")
     ] = 5.0,
+    probe_from: Annotated[list[str] | None, typer.Option(
+        "--probe-from", metavar="NODE", help="Run the pod-network probe's clients on these "
+        "nodes only (comma list or repeated; default every node): each still reaches the "
+        "pods on every other node, both ways. What provision does after it only added "
+        "nodes.", show_default=False)] = None,
 ) -> None:
     """Run the named checks (SSH, units, etcd, certificates, apiserver, scheduler,
     controller-manager, nodes, CoreDNS, smoke deployment); exit 1 if any fails."""
@@ -71,8 +77,9 @@ def verify_cmd(
     plan = build_plan(cluster)
     sdir = cluster_dir(plan.name, state_dir)
     try:
-        results = verify(plan, sdir, split_list(only), timeout=timeout)
-    except UnknownCheckError as exc:
+        results = verify(plan, sdir, split_list(only), timeout=timeout,
+                         probe_nodes=split_list(probe_from) if probe_from else None)
+    except (UnknownCheckError, UnknownNodeError) as exc:
         _fail(str(exc), 2)
     if junit is not None:
         junit.write_text(to_junit(plan.name, results))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provisioner.artifacts import artifacts_extravars, fetch
-from provisioner.converge import HostSurvey, HostWant, network_only, survey_json
+from provisioner.converge import HostSurvey, HostWant, added_only, network_only, survey_json
 from provisioner.converge import targets as phase_hosts
 from provisioner.execute import (
     EVENTS_FILE,
@@ -728,7 +728,10 @@ def provision(
         checks: list[CheckResult] = []
         if failure is None and any(p.name == "verify" for p in selected):
             mark = time.monotonic()
-            checks, failure = _verify(plan, sdir, run_dir, progress)
+            # A run that only added nodes probes the pod network from them (both ways to
+            # every other node); every other check still looks at the whole cluster.
+            scope = None if targets is None else added_only(plan, surveys)
+            checks, failure = _verify(plan, sdir, run_dir, progress, scope)
             steps["verify"] = time.monotonic() - mark
         admin = sdir / "admin.kubeconfig"
         result = ProvisionResult(
@@ -875,11 +878,15 @@ def _stop_on_sigterm(cancelled: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _verify(plan: Plan, sdir: Path, run_dir: Path, progress: ProgressSink
+def _verify(plan: Plan, sdir: Path, run_dir: Path, progress: ProgressSink,
+            probe_nodes: list[str] | None = None
             ) -> tuple[list[CheckResult], Failure | None]:
-    """The verify phase: every named check; the first failing one fails the run."""
-    progress.note("phase verify: running checks")
-    checks = verify(plan, sdir)
+    """The verify phase: every named check; the first failing one fails the run. With
+    ``probe_nodes`` the pod-network probe's clients run on those nodes only."""
+    progress.note("phase verify: running checks" + (
+        f" (pod network probed from the added {'nodes' if len(probe_nodes) > 1 else 'node'}"
+        f" {', '.join(probe_nodes)} to every other node, both ways)" if probe_nodes else ""))
+    checks = verify(plan, sdir, probe_nodes=probe_nodes)
     write_private(run_dir / VERIFY_FILE, to_json(plan.name, checks).encode())
     progress.note(f"phase verify: {summary_line(checks)}")
     bad = next((c for c in checks if c.status == "fail"), None)

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 from provisioner.components.cni import ROUTES
-from provisioner.converge import HostWant, WantFile, compare, desired, network_only, targets
+from provisioner.converge import (
+    HostWant,
+    WantFile,
+    added_only,
+    compare,
+    desired,
+    network_only,
+    targets,
+)
 from provisioner.converge.survey import HostSurvey, probe_command
 from provisioner.execute.runner import PLAYBOOKS
 from provisioner.plan import build_plan
@@ -188,6 +196,32 @@ def test_a_routes_table_change_alone_is_network_only(rendered: tuple[Any, Any]) 
     # Hosts whose only difference is the routes table are cluster members already: no
     # preflight round there; the hosts that differ in more are checked.
     assert chosen["preflight"] == ["cv-cp3", "cv-w2"]
+
+
+def test_a_run_that_only_adds_nodes_is_told_apart(rendered: tuple[Any, Any]) -> None:
+    """``added_only``: the nodes without a cluster identity, when every other host differs
+    in nothing or in its routes table alone (verify then probes from them only)."""
+    plan, tree = rendered
+    wants = desired(plan, tree, EVERY_PHASE, {}, Path("/nonexistent"), PLAYBOOKS)
+
+    def surveys_of(reports: dict[str, Any]) -> dict[str, HostSurvey]:
+        return {h: HostSurvey(h, r, compare(wants[h], r)) for h, r in reports.items()}
+
+    reports = {h: {**_converged(w), "identity": "ca: sha256:1\n"} for h, w in wants.items()}
+    assert added_only(plan, surveys_of(reports)) is None  # nothing added
+    reports["cv-w2"] = {**_converged(wants["cv-w2"]), "identity": "", "units": {}}
+    for h in ("cv-cp1", "cv-w1"):
+        reports[h]["files"][ROUTES][0] = "0" * 64
+    surveys = surveys_of(reports)
+    assert surveys["cv-w2"].differences
+    assert added_only(plan, surveys) == ["cv-w2"]
+    # Anything else differing on a member, or a member not surveyed: the whole probe.
+    reports["cv-w1"]["units"]["kube-proxy"]["active"] = "inactive"
+    assert added_only(plan, surveys_of(reports)) is None
+    reports["cv-w1"]["units"]["kube-proxy"]["active"] = "active"
+    surveys = surveys_of(reports)
+    surveys["cv-cp2"] = HostSurvey("cv-cp2", None, error="unreachable")
+    assert added_only(plan, surveys) is None
 
 
 def _node_plays(tmp_path: Path, network_only_hosts: list[str] | None) -> list[list[str]]:

@@ -154,6 +154,28 @@ def test_probe_collects_each_nodes_report_and_cleans_up(plan: Plan) -> None:
     assert api.deleted and api.deleted[-1].startswith("/api/v1/namespaces/provisioner-verify-")
 
 
+def test_a_probe_from_some_nodes_still_serves_from_every_node(plan: Plan) -> None:
+    """Clients on the named nodes only (what provision asks after adding a node); the web
+    pods, the peers each client fetches and the NodePorts stay every node's."""
+    api = FakeApiDouble(plan)
+    urls: list[str] = []
+
+    def fetch(url: str) -> str | None:
+        urls.append(url)
+        return None
+
+    result = run_probe(plan, api, 5, fetch=fetch, clients=["pt-w2"])
+    assert result.error is None
+    assert set(result.lines) == {"pt-w2"}
+    assert sorted(k.rsplit("/", 1)[1] for k in api.objects if "/pods/" in k) == [
+        "probe-client-pt-w2"]
+    assert set(result.web_pods) == {h.name for h in plan.nodes}
+    client = api.objects[next(k for k in api.objects if k.endswith("/probe-client-pt-w2"))]
+    env = {e["name"]: e["value"] for e in client["spec"]["containers"][0]["env"]}
+    assert sorted(env["PEERS"].split()) == ["10.244.0.5@pt-cp1", "10.244.1.5@pt-w1"]
+    assert sorted(urls) == sorted(f"http://{h.address}:30080/" for h in plan.nodes)
+
+
 def test_probe_reports_an_unauthorized_registry_by_name(plan: Plan) -> None:
     api = FakeApiDouble(plan, pull_error='Failed to pull image "hub.test.com/nginx": '
                         "failed to resolve reference: unexpected status from HEAD request to "

@@ -43,6 +43,7 @@ from provisioner.verify import (
     CHECKS,
     CheckResult,
     UnknownCheckError,
+    UnknownNodeError,
     check_names,
     exit_code,
     to_json,
@@ -406,6 +407,26 @@ def test_only_selects_and_rejects_unknown(plan: Plan, state: Path) -> None:
     assert {r.name for r in results} == {"ssh", "etcd-leader"}
     with pytest.raises(UnknownCheckError, match="no such check"):
         run(FakeCluster(plan), state, only=["bogus"])
+
+
+def test_the_probe_can_run_from_some_nodes_only(plan: Plan, state: Path) -> None:
+    """``probe_nodes`` narrows the checks read from the clients' reports to those nodes;
+    the NodePort check (from the controller) and every other per-node check keep them all;
+    a name that is not a node is refused before any host is asked."""
+    cluster = FakeCluster(plan)
+    nodes = tuple(h.name for h in plan.nodes)
+    every = build_context(plan, state, FakeSsh(cluster), FakeHttps(cluster), NOW)
+    some = build_context(plan, state, FakeSsh(cluster), FakeHttps(cluster), NOW,
+                         probe_nodes=["vt-w1"])
+    for c in CHECKS:
+        want = ("vt-w1",) if c.name in ("pod-network", "pod-dns", "service-by-name") \
+            else c.targets(every)
+        assert c.targets(some) == want, c.name
+    assert next(c for c in CHECKS if c.name == "service-nodeport").targets(some) == nodes
+    with pytest.raises(UnknownNodeError, match=r"--probe-from vt-etcd9: not a node of "
+                       r"cluster vt; its nodes: vt-cp1"):
+        build_context(plan, state, FakeSsh(cluster), FakeHttps(cluster), NOW,
+                      probe_nodes=["vt-w1", "vt-etcd9"])
 
 
 def test_check_names_are_the_documented_ids() -> None:
@@ -913,11 +934,11 @@ def cli_env(plan: Plan, pki_state: Path, tmp_path: Path,
     spec.write_text(SPEC)
     cluster = FakeCluster(plan)
 
-    def fake_verify(p: Plan, sdir: Path, only: list[str] | None, timeout: float
-                    ) -> list[CheckResult]:
+    def fake_verify(p: Plan, sdir: Path, only: list[str] | None, timeout: float,
+                    probe_nodes: list[str] | None = None) -> list[CheckResult]:
         assert p.name == plan.name
         return verify(p, pki_state, only, ssh=FakeSsh(cluster), https=FakeHttps(cluster),
-                      now=NOW, timeout=timeout, workload_timeout=0)
+                      now=NOW, timeout=timeout, workload_timeout=0, probe_nodes=probe_nodes)
 
     monkeypatch.setattr(cli_verify, "verify", fake_verify)
     monkeypatch.setenv("PROVISIONER_STATE_DIR", str(tmp_path / "root"))
@@ -946,6 +967,10 @@ def test_cli_table_json_junit_and_exit_codes(cli_env: tuple[Path, FakeCluster],
     res = runner.invoke(cli_verify.app, [str(spec), "--only", "nope"])
     assert res.exit_code == 2
     assert "no such check" in res.output
+    res = runner.invoke(cli_verify.app, [str(spec), "--probe-from", "vt-w1,vt-w9"])
+    assert res.exit_code == 2
+    assert "--probe-from vt-w9: not a node of cluster vt" in res.output
+    assert "Traceback" not in res.output
 
 
 def test_cli_bad_spec_exits_1(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from provisioner.converge.desired import HostWant, WantFile, desired
 from provisioner.converge.survey import (
     Difference,
     HostSurvey,
+    added_only,
     compare,
     network_only,
     survey,
@@ -34,6 +35,5 @@ def survey_json(surveys: dict[str, HostSurvey]) -> str:
     }, indent=1) + "\n"
 
 
-__all__ = ["Difference", "HostSurvey", "HostWant", "WantFile", "compare", "desired", "network_only",
-           "survey",
-           "survey_json", "targets"]
+__all__ = ["Difference", "HostSurvey", "HostWant", "WantFile", "added_only", "compare",
+           "desired", "network_only", "survey", "survey_json", "targets"]

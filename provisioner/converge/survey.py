@@ -224,6 +224,23 @@ def _routes_only(s: HostSurvey) -> bool:
     return s.error is None and bool(s.differences) and all(map(_network_file, s.differences))
 
 
+def added_only(plan: Plan, surveys: Mapping[str, HostSurvey]) -> list[str] | None:
+    """The nodes a run adds (surveyed, no cluster identity yet), when adding them is all it
+    changes: every other host was surveyed and differs in nothing, or in the pod routes
+    table alone. None otherwise (nothing added, a host not surveyed, anything else
+    differing). verify then probes the pod network from the added nodes only."""
+    nodes = {h.name for h in plan.nodes}
+    added = []
+    for name, s in sorted(surveys.items()):
+        if s.error is not None or s.report is None:
+            return None
+        if not s.identity and name in nodes:
+            added.append(name)
+        elif s.differences and not _routes_only(s):
+            return None
+    return added or None
+
+
 def network_only(surveys: Mapping[str, HostSurvey]) -> list[str]:
     """The hosts that differ in the node phase by ``NETWORK_ONLY_FILES`` alone (sorted):
     the node playbook leaves their kubelet and kube-proxy alone (``node_network_only``), so

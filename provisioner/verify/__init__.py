@@ -10,6 +10,7 @@ from provisioner.verify.report import exit_code, summary_line, table, to_json, t
 from provisioner.verify.run import (
     CHECKS,
     UnknownCheckError,
+    UnknownNodeError,
     build_context,
     check_names,
     failed,
@@ -25,6 +26,7 @@ __all__ = [
     "Outcome",
     "Status",
     "UnknownCheckError",
+    "UnknownNodeError",
     "VerifyContext",
     "build_context",
     "check_names",

@@ -116,6 +116,9 @@ class VerifyContext:
     now: datetime  # UTC; injected so expiry checks are testable
     timeout: float  # seconds for one connection or command
     workload_timeout: float  # seconds to wait for the smoke deployment
+    # The nodes whose pods run the pod-network probe's clients (None: every node). A
+    # provision that only added nodes probes from them alone (``probe_targets``).
+    probe_nodes: tuple[str, ...] | None = None
 
     @property
     def pki_dir(self) -> Path:
@@ -155,6 +158,14 @@ def control_plane_hosts(ctx: VerifyContext) -> tuple[str, ...]:
 def node_hosts(ctx: VerifyContext) -> tuple[str, ...]:
     """Hosts running kubelet."""
     return tuple(h.name for h in ctx.plan.nodes)
+
+
+def probe_targets(ctx: VerifyContext) -> tuple[str, ...]:
+    """The nodes the pod-network probe's clients run on: ``ctx.probe_nodes``, else every
+    node."""
+    if ctx.probe_nodes is None:
+        return node_hosts(ctx)
+    return tuple(h.name for h in ctx.plan.nodes if h.name in ctx.probe_nodes)
 
 
 def etcd_hosts(ctx: VerifyContext) -> tuple[str, ...]:

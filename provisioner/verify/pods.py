@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -301,12 +301,20 @@ def _client_pod(namespace: str, node: str, image: str, env: Mapping[str, str]
 
 
 def run_probe(plan: Plan, api: ApiClient, timeout: float,
-              fetch: Callable[[str], str | None] | None = None) -> ProbeResult:
-    """Deploy the web DaemonSet, its NodePort Service and one client per node, collect the
-    clients' reports, then delete the namespace. ``fetch(url)`` (None when the page came,
-    else why not) is used, while the Service exists, on every node's NodePort from here."""
+              fetch: Callable[[str], str | None] | None = None,
+              clients: Sequence[str] | None = None) -> ProbeResult:
+    """Deploy the web DaemonSet, its NodePort Service and one client per node of ``clients``
+    (every node when None), collect the clients' reports, then delete the namespace.
+    ``fetch(url)`` (None when the page came, else why not) is used, while the Service
+    exists, on every node's NodePort from here.
+
+    The web pods run on every node whatever ``clients`` is: a client's fetch of a peer's
+    pod is one TCP handshake, so it proves the routes both ways between its node and each
+    other node. Clients on the nodes that joined alone therefore cover every route that
+    changed when they did."""
     web_image, client_image = images(plan)
     nodes = node_names(plan)
+    probing = nodes if clients is None else [n for n in nodes if n in set(clients)]
     domain = plan.cluster.spec.network.cluster_domain
     result = ProbeResult()
     ns = new_namespace(api, "provisioner-verify")
@@ -322,7 +330,7 @@ def run_probe(plan: Plan, api: ApiClient, timeout: float,
                         what=f"web pods ({web_image}, one per node)")
         result.web_pods = {pod_node(p): str((p.get("status") or {}).get("podIP") or "")
                            for p in web if pod_ready(p)}
-        for node in nodes:
+        for node in probing:
             peers = " ".join(f"{ip}@{n}" for n, ip in sorted(result.web_pods.items())
                              if n != node and ip)
             env = {"PEERS": peers, "DNS_NAME": f"kubernetes.default.svc.{domain}",
@@ -332,10 +340,10 @@ def run_probe(plan: Plan, api: ApiClient, timeout: float,
                                                                       env))
         if fetch is not None and result.node_port:
             result.node_port_errors = _fetch_node_ports(plan, fetch, result.node_port)
-        clients = wait_pods(api, ns, f"app={CLIENT}", len(nodes), timeout,
-                            done=lambda p: terminated(p) is not None,
-                            what=f"client pods ({client_image}, one per node)")
-        for p in clients:
+        done = wait_pods(api, ns, f"app={CLIENT}", len(probing), timeout,
+                         done=lambda p: terminated(p) is not None,
+                         what=f"client pods ({client_image}, one per probed node)")
+        for p in done:
             term = terminated(p) or {}
             result.lines[pod_node(p)] = parse_report(str(term.get("message") or ""))
     except PodError as exc:

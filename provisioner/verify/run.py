@@ -40,6 +40,7 @@ from provisioner.verify.model import (
     etcd_hosts,
     fail,
     node_hosts,
+    probe_targets,
     skipped,
 )
 from provisioner.verify.ssh import ParamikoRunner, SshRunner, SshUnavailable, ssh_settings
@@ -91,12 +92,13 @@ CHECKS: tuple[Check, ...] = (
           cluster_target, workloads.coredns),
     Check("smoke-deployment", "a 2-replica nginx deployment becomes available (needs pods)",
           cluster_target, workloads.smoke),
-    Check("pod-network", "a pod on each node reaches the pods on every other node",
-          node_hosts, workloads.pod_network),
-    Check("pod-dns", "CoreDNS resolves kubernetes.default from a pod on each node", node_hosts,
-          workloads.pod_dns),
-    Check("service-by-name", "a pod on each node reaches a Service by name and ClusterIP",
-          node_hosts, workloads.service_by_name),
+    Check("pod-network", "a pod on each node reaches the pods on every other node (after "
+          "a provision that only added nodes: a pod on each added node, both ways)",
+          probe_targets, workloads.pod_network),
+    Check("pod-dns", "CoreDNS resolves kubernetes.default from a pod on each (added) node",
+          probe_targets, workloads.pod_dns),
+    Check("service-by-name", "a pod on each (added) node reaches a Service by name and "
+          "ClusterIP", probe_targets, workloads.service_by_name),
     Check("service-nodeport", "the controller reaches a Service's NodePort on each node",
           node_hosts, workloads.service_node_port),
     Check("metrics-api", "metrics-server serves node and pod metrics (kubectl top)",
@@ -106,6 +108,10 @@ CHECKS: tuple[Check, ...] = (
 
 class UnknownCheckError(ValueError):
     """``--only`` named a check that does not exist."""
+
+
+class UnknownNodeError(ValueError):
+    """``--probe-from`` named a host that is not a node of the plan."""
 
 
 def check_names() -> tuple[str, ...]:
@@ -126,8 +132,18 @@ def select_checks(only: Sequence[str] | None) -> tuple[Check, ...]:
 
 def build_context(plan: Plan, state_dir: Path, ssh: SshRunner | None = None,
                   https: HttpsClient | None = None, now: datetime | None = None,
-                  timeout: float = 5.0, workload_timeout: float = 120.0) -> VerifyContext:
-    """A context with real transports unless fakes are passed."""
+                  timeout: float = 5.0, workload_timeout: float = 120.0,
+                  probe_nodes: Sequence[str] | None = None) -> VerifyContext:
+    """A context with real transports unless fakes are passed. ``probe_nodes``: the nodes
+    the pod-network probe runs its clients on (every node when None); names the plan does
+    not have raise ``UnknownNodeError``."""
+    if probe_nodes is not None:
+        known = {h.name for h in plan.nodes}
+        unknown = [n for n in probe_nodes if n not in known]
+        if unknown or not probe_nodes:
+            raise UnknownNodeError(
+                f"--probe-from {', '.join(unknown) or '(empty)'}: not a node of cluster "
+                f"{plan.name}; its nodes: {', '.join(sorted(known))}")
     pki = state_dir / "pki"
     client = https if https is not None else TlsClient()
     admin = ClientCreds(pki / "ca.crt", pki / "admin.crt", pki / "admin.key")
@@ -141,6 +157,7 @@ def build_context(plan: Plan, state_dir: Path, ssh: SshRunner | None = None,
         now=now if now is not None else datetime.now(UTC),
         timeout=timeout,
         workload_timeout=workload_timeout,
+        probe_nodes=None if probe_nodes is None else tuple(probe_nodes),
     )
 
 
@@ -192,11 +209,14 @@ def run_checks(ctx: VerifyContext, checks: Sequence[Check], workers: int = 16
 def verify(plan: Plan, state_dir: Path, only: Sequence[str] | None = None,
            ssh: SshRunner | None = None, https: HttpsClient | None = None,
            now: datetime | None = None, timeout: float = 5.0,
-           workload_timeout: float = 120.0) -> list[CheckResult]:
+           workload_timeout: float = 120.0, probe_nodes: Sequence[str] | None = None
+           ) -> list[CheckResult]:
     """Run the selected checks against the cluster of ``plan`` whose state (PKI, SSH key) is
-    in ``state_dir``; the provision flow calls this for its ``verify`` phase."""
+    in ``state_dir``; the provision flow calls this for its ``verify`` phase (with
+    ``probe_nodes`` the nodes it added, when it changed nothing else)."""
     checks = select_checks(only)
-    ctx = build_context(plan, state_dir, ssh, https, now, timeout, workload_timeout)
+    ctx = build_context(plan, state_dir, ssh, https, now, timeout, workload_timeout,
+                        probe_nodes)
     try:
         return run_checks(ctx, checks)
     finally:

@@ -781,6 +781,12 @@ def test_a_worker_leaving_the_spec_is_refused_then_pruned_and_added_back(
           f"{dict((h, r.changed) for h, r in back.host_totals().items())}")
     assert back.succeeded, back.failure
     assert not _failing(list(back.verify)), _failing(list(back.verify))
+    # Only lab-w2 joined, so the pod network is probed from it alone, to every other node.
+    probed = [c for c in back.verify if c.name == "pod-network"]
+    assert [c.target for c in probed] == ["lab-w2"], probed
+    others = [h.name for h in cluster.plan.nodes if h.name != "lab-w2"]
+    assert probed[0].evidence == ("a pod on lab-w2 reached the pods on "
+                                  + ", ".join(sorted(others)))
     assert "node/lab-w2" in _kubectl(cluster, "get", "nodes", "-o", "name")
     _kubectl(cluster, "delete", "-f", str(path))
     assert_converged(run_provision(cluster.spec, verify=False), 5)

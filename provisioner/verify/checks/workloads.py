@@ -228,7 +228,7 @@ def _fetch(timeout: float) -> Any:
 
 def _probe(ctx: VerifyContext) -> ProbeResult:
     return ctx.memo.get("pod-probe", lambda: run_probe(
-        ctx.plan, ctx.api, ctx.workload_timeout, _fetch(ctx.timeout)))
+        ctx.plan, ctx.api, ctx.workload_timeout, _fetch(ctx.timeout), ctx.probe_nodes))
 
 
 def _probe_lines(ctx: VerifyContext, target: str, kind: str) -> Outcome | list[Any]:
@@ -250,7 +250,9 @@ def _probe_lines(ctx: VerifyContext, target: str, kind: str) -> Outcome | list[A
 
 
 def pod_network(ctx: VerifyContext, target: str) -> Outcome:
-    """A pod on ``target`` fetches the web pod on every other node by its pod IP."""
+    """A pod on ``target`` fetches the web pod on every other node by its pod IP: each
+    fetch's TCP handshake needs the routes both ways, so a probe from the nodes a provision
+    added covers every route their joining changed."""
     if len(ctx.plan.nodes) < 2:
         return skipped("one node only: there is no other node to reach")
     lines = _probe_lines(ctx, target, "pod")
