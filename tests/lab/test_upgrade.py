@@ -2,9 +2,10 @@
 
 Scope: issue 15's upgrade acceptance. The cluster is provisioned at 1.36.3 (etcd 3.6.8,
 containerd 2.3.7, every program built from upstream source), a downgrade spec is refused
-before any host changes, then the spec's ``kubernetesVersion`` moves to 1.37.2 and provision
-rolls it out (etcd member by member, control plane one node at a time, nodes drained one at
-a time) while a pod fetches the web Service once a second. Afterwards every node runs
+before any host changes, then ``provisioner upgrade FILE --to 1.37.2 --yes`` moves the
+spec's ``kubernetesVersion`` and provisions, rolling it out (etcd member by member, control
+plane one node at a time, nodes drained one at a time) while a pod fetches the web Service
+once a second. Afterwards every node runs
 v1.37.2, verify passes and a second provision changes nothing.
 
 It needs the 1.36.3 build besides 1.37.2 (about 20 more minutes of compiling on a new
@@ -27,18 +28,20 @@ from typing import Any
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from provisioner.build.build import build_images
+from provisioner.cli import app
 from provisioner.execute import LineProgress
 from provisioner.plan import Plan, build_plan
 from provisioner.providers.ssh import ClusterSSH, cluster_ssh, ssh_run
-from provisioner.provision import ProvisionError, artifacts_for, provision
+from provisioner.provision import ProvisionError, artifacts_for, last_summary, provision
 from provisioner.spec.load import load_file
 from provisioner.state import cluster_dir
 from provisioner.verify.pods import images
 from tests.fixtures import lab_registry
 from tests.fixtures.built_artifacts import LAB_SOURCE, built_local_source
-from tests.fixtures.lab_cluster import assert_converged, example_variant, failing, provisioned
+from tests.fixtures.lab_cluster import assert_converged, example_variant, provisioned
 
 pytestmark = [
     pytest.mark.lab,
@@ -183,20 +186,27 @@ def test_rolling_upgrade_keeps_the_service_answering(old: Old) -> None:
     # The local source holds one version of each program: TO's now (built before, cached).
     target = build_plan(load_file(old.at(TO)))
     built_local_source(target, artifacts_for(target, target.phases))
+    # The rollout as a user starts it: `provisioner upgrade FILE --to TO --yes` rewrites the
+    # spec's kubernetesVersion and provisions.
     started = time.monotonic()
-    result = provision(old.at(TO), None, None, None, True, LineProgress(sys.stdout))
+    invoked = CliRunner().invoke(app, ["upgrade", str(old.spec), "--to", TO, "--yes"])
     seconds = time.monotonic() - started
+    print(invoked.output)
+    summary = last_summary(old.state) or {}
     time.sleep(3)
     every = fetches()
     fetched = every[settled:]
     failed = [line for line in fetched if line.startswith("FAIL")]
     print(f"before the upgrade: {len(every[:settled])} fetches, "
           f"{sum(1 for line in every[:settled] if line.startswith('FAIL'))} failed")
-    print(f"upgrade {FROM} -> {TO}: {seconds:.1f}s (steps {result.steps}); changed per host "
-          f"{ {h: r.changed for h, r in result.host_totals().items()} }; the client fetched "
-          f"the web Service {len(fetched)} times, {len(failed)} failed {failed[:10]}")
-    assert result.succeeded, result.failure
-    assert not failing(list(result.verify)), failing(list(result.verify))
+    print(f"upgrade {FROM} -> {TO}: {seconds:.1f}s (steps {summary.get('steps')}); changed "
+          f"per host { {h: r['changed'] for h, r in summary.get('hosts', {}).items()} }; the "
+          f"client fetched the web Service {len(fetched)} times, {len(failed)} failed "
+          f"{failed[:10]}")
+    assert invoked.exit_code == 0, invoked.output
+    assert summary["succeeded"], summary["failure"]
+    assert str(summary["verify"]).startswith("verify passed"), summary["verify"]
+    assert str(yaml.safe_load(old.spec.read_text())["spec"]["kubernetesVersion"]) == TO
     assert len(fetched) > 60, fetched[-5:]
     assert not failed, failed
 
