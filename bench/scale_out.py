@@ -37,10 +37,13 @@ import yaml
 
 from bench.provision import _spec
 from provisioner.execute import LineProgress
+from provisioner.plan import build_plan
 from provisioner.providers.nspawn import paths
 from provisioner.providers.nspawn.provider import NspawnMachines
 from provisioner.provision import ProvisionResult, provision
 from provisioner.spec.load import load_file
+from provisioner.state import cluster_dir
+from provisioner.verify import summary_line, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,11 +69,34 @@ def _timed(log: IO[str], spec: Path, label: str, skip: list[str] | None = None,
     return seconds, result
 
 
+def _verify_ab(spec: Path, added: str, rounds: int) -> None:
+    """verify of the same cluster, ``rounds`` times each way: the probe from every node and
+    from ``added`` alone, alternating so that the machine's drift hits both alike."""
+    plan = build_plan(load_file(spec))
+    sdir = cluster_dir(plan.name)
+    times: dict[str, list[float]] = {"every node": [], added: []}
+    for _ in range(rounds):
+        for label, scope in (("every node", None), (added, [added])):
+            t0 = time.monotonic()
+            results = verify(plan, sdir, probe_nodes=scope)
+            times[label].append(time.monotonic() - t0)
+            late = sorted(results, key=lambda c: -c.seconds)[:3]
+            print(f"  verify, probe from {label}: {times[label][-1]:.1f}s, "
+                  f"{summary_line(results)}; slowest "
+                  + "; ".join(f"{c.name}/{c.target} {c.seconds:.1f}" for c in late), flush=True)
+    print("  verify " + "; ".join(f"from {k}: " + ", ".join(f"{s:.1f}" for s in v) + " s"
+                                   for k, v in times.items()), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=20, help="nodes before the scale-out (>= 4)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--spec", default=str(ROOT / "inventories" / "nspawn-3cp-2w.yaml"))
+    ap.add_argument("--verify-ab", type=int, default=0, metavar="N",
+                    help="after the first +1 worker, time verify N times each way, "
+                    "alternating: probing from every node, and from the added node only "
+                    "(what provision does after a scale-out)")
     ap.add_argument("--log", default="/tmp/bench-scale-out.log",
                     help="where the runs' progress lines go")
     args = ap.parse_args()
@@ -102,6 +128,8 @@ def main() -> None:
                 write(args.size - 2)
                 provider = NspawnMachines(load_file(spec), lambda m: print(m, file=log))
                 adds.append(_timed(log, spec, "+1 worker")[0])
+                if n == 1 and args.verify_ab:
+                    _verify_ab(spec, f"{name}-w{args.size - 2}", args.verify_ab)
                 write(args.size - 3)
                 removes.append(_timed(log, spec, "-1 worker (--prune)", prune=True)[0])
             print(f"+1 worker to {args.size} nodes: " + ", ".join(f"{s:.1f}" for s in adds)
