@@ -30,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -43,9 +44,15 @@ from provisioner.providers.nspawn.provider import NspawnMachines
 from provisioner.provision import ProvisionResult, provision
 from provisioner.spec.load import load_file
 from provisioner.state import cluster_dir
-from provisioner.verify import summary_line, verify
+from provisioner.verify import CheckResult, summary_line, verify
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _slowest_checks(results: Sequence[CheckResult], n: int) -> str:
+    """``name/target seconds`` of the ``n`` slowest checks, slowest first."""
+    late = sorted(results, key=lambda c: -c.seconds)[:n]
+    return "; ".join(f"{c.name}/{c.target} {c.seconds:.1f}" for c in late)
 
 
 def _timed(log: IO[str], spec: Path, label: str, skip: list[str] | None = None,
@@ -61,9 +68,7 @@ def _timed(log: IO[str], spec: Path, label: str, skip: list[str] | None = None,
     print("    slowest: " + "; ".join(f"{t.phase}/{t.host} {t.task} {t.seconds:.1f}"
                                       for t in result.slowest(8)), flush=True)
     if result.verify:
-        late = sorted(result.verify, key=lambda c: -c.seconds)[:6]
-        print("    slowest checks: " + "; ".join(f"{c.name}/{c.target} {c.seconds:.1f}"
-                                              for c in late), flush=True)
+        print("    slowest checks: " + _slowest_checks(result.verify, 6), flush=True)
     if not result.succeeded:
         raise SystemExit(f"{spec}: provision failed: {result.failure} (log: {log.name})")
     return seconds, result
@@ -80,10 +85,9 @@ def _verify_ab(spec: Path, added: str, rounds: int) -> None:
             t0 = time.monotonic()
             results = verify(plan, sdir, probe_nodes=scope)
             times[label].append(time.monotonic() - t0)
-            late = sorted(results, key=lambda c: -c.seconds)[:3]
             print(f"  verify, probe from {label}: {times[label][-1]:.1f}s, "
-                  f"{summary_line(results)}; slowest "
-                  + "; ".join(f"{c.name}/{c.target} {c.seconds:.1f}" for c in late), flush=True)
+                  f"{summary_line(results)}; slowest {_slowest_checks(results, 3)}",
+                  flush=True)
     print("  verify " + "; ".join(f"from {k}: " + ", ".join(f"{s:.1f}" for s in v) + " s"
                                    for k, v in times.items()), flush=True)
 

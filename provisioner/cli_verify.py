@@ -78,7 +78,7 @@ def verify_cmd(
     sdir = cluster_dir(plan.name, state_dir)
     try:
         results = verify(plan, sdir, split_list(only), timeout=timeout,
-                         probe_nodes=split_list(probe_from) if probe_from else None)
+                         probe_nodes=split_list(probe_from))
     except (UnknownCheckError, UnknownNodeError) as exc:
         _fail(str(exc), 2)
     if junit is not None:

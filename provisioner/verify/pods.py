@@ -314,7 +314,8 @@ def run_probe(plan: Plan, api: ApiClient, timeout: float,
     changed when they did."""
     web_image, client_image = images(plan)
     nodes = node_names(plan)
-    probing = nodes if clients is None else [n for n in nodes if n in set(clients)]
+    wanted = set(nodes if clients is None else clients)
+    probing = [n for n in nodes if n in wanted]
     domain = plan.cluster.spec.network.cluster_domain
     result = ProbeResult()
     ns = new_namespace(api, "provisioner-verify")

@@ -5,8 +5,8 @@ containerd 2.3.7, every program built from upstream source), a downgrade spec is
 before any host changes, then ``provisioner upgrade FILE --to 1.37.2 --yes`` moves the
 spec's ``kubernetesVersion`` and provisions, rolling it out (etcd member by member, control
 plane one node at a time, nodes drained one at a time) while a pod fetches the web Service
-once a second. Afterwards every node runs
-v1.37.2, verify passes and a second provision changes nothing.
+once a second. Afterwards every node runs v1.37.2, verify passes and a second provision
+changes nothing.
 
 It needs the 1.36.3 build besides 1.37.2 (about 20 more minutes of compiling on a new
 machine, more than CI's 90 minutes allow for a cold run), so it runs only with
