@@ -793,13 +793,15 @@ def _run_phases(
             progress.note(f"phase {top.name}: skipped, {reason}")
             continue
         todo.append((top, hosts, names))
+    todo = _split_pod_routes(todo, base_vars.get("node_network_only") or [])
     sink: ProgressSink = SerializedProgress(progress) if parallel else progress
     cancelled = threading.Event()
     link_project(pdd)  # once, before the threads: they would race on the link otherwise
 
     def run(item: tuple[Phase, list[str], list[str]]) -> PhaseResult:
         top, hosts, names = item
-        extravars = {**base_vars, "provisioner_selected": names, "provisioner_phase": top.name}
+        extravars = {**base_vars, "provisioner_selected": names,
+                     "provisioner_phase": top.name.replace("/", "-")}
         return run_playbook(pdd, top.playbook, hosts, extravars, run_dir, top.name, sink,
                             cancelled.is_set)
 
@@ -817,7 +819,7 @@ def _run_phases(
                 done_ok = {n for n, r in results.items() if r.succeeded}
                 if not failures:
                     for item in list(pending):
-                        needs = phase_after(item[0].name) & included
+                        needs = _needs(item[0].name) & included
                         if needs <= done_ok and len(running) < workers:
                             pending.remove(item)
                             running[pool.submit(run, item)] = item[0].name
@@ -852,6 +854,40 @@ def _run_phases(
     ordered = sorted(results.values(), key=lambda r: order[r.phase])
     first = min(failures.values(), key=lambda f: order[f.phase]) if failures else None
     return ordered, skipped, first
+
+
+POD_ROUTES = "node/pod-routes"
+
+
+def _split_pod_routes(todo: list[tuple[Phase, list[str], list[str]]], network_only: list[str]
+                      ) -> list[tuple[Phase, list[str], list[str]]]:
+    """When the node phase runs both on joining (or changed) nodes and on nodes that only
+    need the new pod routes table (``node_network_only``), run the routes part as a phase
+    of its own, ``node/pod-routes``: the same playbook limited to those hosts, which then
+    runs its routes play alone. It needs only preflight, so the routes change while the
+    joining node goes through os, runtime and lb, instead of after its kubelet (the plays of
+    one playbook run one after the other)."""
+    out = []
+    for top, hosts, names in todo:
+        routes = [h for h in hosts if h in network_only] if top.name == "node" else []
+        if not routes or len(routes) == len(hosts):
+            out.append((top, hosts, names))
+            continue
+        rest = [h for h in hosts if h not in routes]
+        out.append((top, rest, names))
+        out.append((Phase(POD_ROUTES, "The new pod routes table on the other nodes",
+                          tuple(routes)), routes, names))
+    return out
+
+
+def _needs(name: str) -> frozenset[str]:
+    """The phases that must end before ``name`` starts: ``phase_after``, with
+    ``node/pod-routes`` after preflight alone and before whatever comes after the node
+    phase."""
+    if name == POD_ROUTES:
+        return frozenset({"preflight"})
+    after = phase_after(name)
+    return after | {POD_ROUTES} if "node" in after else after
 
 
 class Terminated(BaseException):

@@ -222,14 +222,21 @@ def test_a_run_that_only_adds_nodes_is_told_apart(rendered: tuple[Any, Any]) -> 
     surveys = surveys_of(reports)
     surveys["cv-cp2"] = HostSurvey("cv-cp2", None, error="unreachable")
     assert added_only(plan, surveys) is None
+    # A new cluster (no node holds an identity yet): the whole probe, not one per node.
+    fresh = {h: {**r, "identity": ""} for h, r in reports.items()}
+    assert added_only(plan, surveys_of(fresh)) is None
 
 
-def _node_plays(tmp_path: Path, network_only_hosts: list[str] | None) -> list[list[str]]:
-    """The hosts of each play of node.yml, as ansible-playbook --list-hosts selects them."""
+def _node_plays(tmp_path: Path, network_only_hosts: list[str] | None,
+                limit: str | None = None) -> list[list[str]]:
+    """The hosts of each play of node.yml, as ansible-playbook --list-hosts selects them
+    (within ``--limit``, as provision passes it)."""
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("[kube_node]\nn1\nn2\nn3\n")
     extra = [] if network_only_hosts is None else [
         "-e", json.dumps({"node_network_only": network_only_hosts})]
+    if limit is not None:
+        extra += ["--limit", limit]
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), str(PLAYBOOKS / "node.yml"),
          "-i", str(inventory), "--list-hosts", *extra],
@@ -250,6 +257,10 @@ def test_network_only_nodes_get_a_play_of_their_own(tmp_path: Path) -> None:
     assert _node_plays(tmp_path, ["n2", "n3"]) == [["n1"], ["n2", "n3"]]
     assert _node_plays(tmp_path, None) == [["n1", "n2", "n3"], []]
     assert _node_plays(tmp_path, []) == [["n1", "n2", "n3"], []]
+    # provision runs the two halves as phases of their own (node, node/pod-routes), each
+    # limited to its hosts: each run then has one play with hosts.
+    assert _node_plays(tmp_path, ["n2", "n3"], "n1") == [["n1"], []]
+    assert _node_plays(tmp_path, ["n2", "n3"], "n2,n3") == [[], ["n2", "n3"]]
 
 
 def test_every_kind_of_drift_is_a_difference(rendered: tuple[Any, Any]) -> None:

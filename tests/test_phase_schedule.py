@@ -138,3 +138,49 @@ def test_an_unexpected_error_in_one_phase_fails_it_and_lets_the_others_finish(
     # runtime and lb ran alongside etcd and were not cut short; nothing started after.
     assert {r.phase for r in results} == {"preflight", "os", "runtime", "lb"}
     assert all(r.succeeded for r in results)
+
+
+def _run_join(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rec: FakePlaybookRunner,
+              joining: list[str], routes_only: list[str]) -> Any:
+    """A run where ``joining`` go through every phase and ``routes_only`` need only the new
+    pod routes table (what the survey finds when a node joins)."""
+    monkeypatch.setattr(provision_mod, "run_playbook", rec)
+    plan = build_plan(parse(SPEC))
+    selected = select_phases(plan, None, None)
+    targets = {p.name: [h for h in p.hosts if h in joining] for p in plan.phases}
+    targets["node"] = [*joining, *routes_only]
+    targets["addons"] = list(next(p.hosts for p in plan.phases if p.name == "addons"))
+    return provision_mod._run_phases(plan, selected, tmp_path,
+                                     {"node_network_only": routes_only}, tmp_path,
+                                     NullProgress(), targets, True)
+
+
+def test_the_other_nodes_routes_change_while_a_joining_node_converges(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    rec = FakePlaybookRunner()
+    others = ["sched-cp1", "sched-cp2", "sched-cp3", "sched-w1"]
+    results, _, failure = _run_join(monkeypatch, tmp_path, rec, ["sched-w2"], others)
+    assert failure is None
+    by_phase = {r.phase: sorted(r.hosts) for r in results}
+    assert by_phase["node"] == ["sched-w2"]
+    assert by_phase["node/pod-routes"] == others
+    assert [r.phase for r in results].index("node/pod-routes") == \
+        [r.phase for r in results].index("node") + 1
+    routes, node = rec.spans["node/pod-routes"], rec.spans["node"]
+    assert rec.spans["preflight"][1] <= routes[0] < rec.spans["os"][1]
+    assert routes[0] < node[0]
+    # The addons wait for both halves of the node phase.
+    assert rec.spans["addons"][0] >= max(routes[1], node[1])
+    assert rec.vars["node/pod-routes"]["provisioner_phase"] == "node-pod-routes"
+    assert rec.vars["node"]["provisioner_phase"] == "node"
+
+
+def test_a_node_phase_of_routes_alone_is_one_run(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A node left (pruned): every remaining node needs the routes alone; nothing to split."""
+    rec = FakePlaybookRunner(seconds=0.02)
+    nodes = ["sched-cp1", "sched-cp2", "sched-cp3", "sched-w1"]
+    results, _, failure = _run_join(monkeypatch, tmp_path, rec, [], nodes)
+    assert failure is None
+    assert [(r.phase, sorted(r.hosts)) for r in results] == [
+        ("node", nodes), ("addons", ["sched-cp1"])]

@@ -227,8 +227,9 @@ def _routes_only(s: HostSurvey) -> bool:
 def added_only(plan: Plan, surveys: Mapping[str, HostSurvey]) -> list[str] | None:
     """The nodes a run adds (surveyed, no cluster identity yet), when adding them is all it
     changes: every other host was surveyed and differs in nothing, or in the pod routes
-    table alone. None otherwise (nothing added, a host not surveyed, anything else
-    differing). verify then probes the pod network from the added nodes only."""
+    table alone. None otherwise (nothing added, every node added as in a new cluster, a
+    host not surveyed, anything else differing). verify then probes the pod network from
+    the added nodes only."""
     nodes = {h.name for h in plan.nodes}
     added = []
     for name, s in sorted(surveys.items()):
@@ -238,7 +239,7 @@ def added_only(plan: Plan, surveys: Mapping[str, HostSurvey]) -> list[str] | Non
             added.append(name)
         elif s.differences and not _routes_only(s):
             return None
-    return added or None
+    return added if added and len(added) < len(nodes) else None
 
 
 def network_only(surveys: Mapping[str, HostSurvey]) -> list[str]:
