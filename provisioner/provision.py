@@ -864,9 +864,12 @@ def _split_pod_routes(todo: list[tuple[Phase, list[str], list[str]]], network_on
     """When the node phase runs both on joining (or changed) nodes and on nodes that only
     need the new pod routes table (``node_network_only``), run the routes part as a phase
     of its own, ``node/pod-routes``: the same playbook limited to those hosts, which then
-    runs its routes play alone. It needs only preflight, so the routes change while the
-    joining node goes through os, runtime and lb, instead of after its kubelet (the plays of
-    one playbook run one after the other)."""
+    runs its routes play alone, at the same time as the joining node's kubelet and
+    kube-proxy instead of after them (the plays of one playbook run one after the other).
+    It starts when the node phase does. Started right after preflight instead, beside the
+    joining node's os, runtime and lb, it measured within this CPU-bound lab's noise of
+    this (README, scale-out table); starting with the node phase keeps the two halves
+    from competing with the joining node's package work."""
     out = []
     for top, hosts, names in todo:
         routes = [h for h in hosts if h in network_only] if top.name == "node" else []
@@ -882,10 +885,10 @@ def _split_pod_routes(todo: list[tuple[Phase, list[str], list[str]]], network_on
 
 def _needs(name: str) -> frozenset[str]:
     """The phases that must end before ``name`` starts: ``phase_after``, with
-    ``node/pod-routes`` after preflight alone and before whatever comes after the node
-    phase."""
+    ``node/pod-routes`` starting with the node phase and ending before whatever comes after
+    it."""
     if name == POD_ROUTES:
-        return frozenset({"preflight"})
+        return phase_after("node")
     after = phase_after(name)
     return after | {POD_ROUTES} if "node" in after else after
 
