@@ -1,7 +1,7 @@
 """Container images built without Docker: the cluster's own images, from source or Debian.
 
 Scope: each ``ImageRecipe`` says what goes into one image (a program from a Go build recipe,
-pause compiled from the Kubernetes module's C source, or a root filesystem from pinned Debian
+pause compiled from the Kubernetes module's C source, or a root filesystem from Debian 12
 packages) and under which upstream name it is known (``registry.k8s.io/pause:3.10.2``), so a
 cluster with internet access pulls the upstream images unchanged and the lab serves the same
 names from its own registry. Images are written as OCI image layouts in one tar
@@ -63,7 +63,8 @@ class ImageRecipe:
     go_recipe: str | None = None
     """Go build recipe (same version) whose program becomes /<program>."""
     debs: tuple[str, ...] = ()
-    """Debian packages (``name=version``) unpacked into the root filesystem."""
+    """Debian packages unpacked into the root filesystem: ``name=version``, or ``name`` for
+    the version Debian serves now."""
     links: tuple[tuple[str, str], ...] = ()
     """Symlinks ``(path, target)`` the packages' maintainer scripts would make (busybox's
     applets, Debian's iptables alternatives)."""
@@ -82,7 +83,10 @@ class ImageRecipe:
         return self.repository.split("/", 1)[1]
 
 
-NGINX_DEBIAN = "1.22.1-9+deb12u11"
+# nginx comes from Debian's security archive, which serves only its newest build (a pinned
+# 1.22.1-9+deb12u11 vanished when +deb12u12 came out, and cold builds failed), so it is
+# taken at the archive's current version, like the libraries beside it; busybox and
+# iptables are pinned to bookworm's own release, which no longer changes.
 BUSYBOX_DEBIAN = "1:1.35.0-4+deb12u1+b1"
 IPTABLES_DEBIAN = "1.8.9-2"
 BUSYBOX_APPLETS = ("sh", "cat", "cp", "echo", "env", "grep", "head", "hostname", "ip", "ls",
@@ -118,7 +122,7 @@ IMAGES: Mapping[str, ImageRecipe] = {r.name: r for r in (
         name="nginx", repository="docker.io/library/nginx", version_from="debian",
         tag_prefix="", entrypoint=("/usr/sbin/nginx",), cmd=("-g", "daemon off;"),
         ports=("80/tcp",),
-        debs=(f"nginx={NGINX_DEBIAN}", f"nginx-common={NGINX_DEBIAN}", "libc6", "libgcc-s1",
+        debs=("nginx", "nginx-common", "libc6", "libgcc-s1",
               "libcrypt1", "libpcre2-8-0", "libssl3", "zlib1g"),
         source="Debian 12's nginx and the libraries it links (the seeds' web server)",
     ),
