@@ -36,6 +36,7 @@ from typing import IO
 
 import yaml
 
+from bench import idle_cpu
 from bench.provision import _spec
 from provisioner.execute import LineProgress
 from provisioner.plan import build_plan
@@ -101,6 +102,9 @@ def main() -> None:
                     help="after the first +1 worker, time verify N times each way, "
                     "alternating: probing from every node, and from the added node only "
                     "(what provision does after a scale-out)")
+    ap.add_argument("--idle-cpu", type=float, default=0, metavar="S",
+                    help="after the first provision, sample for S seconds how much CPU "
+                    "the idle cluster uses, by program (bench/idle_cpu.py)")
     ap.add_argument("--log", default="/tmp/bench-scale-out.log",
                     help="where the runs' progress lines go")
     args = ap.parse_args()
@@ -125,6 +129,8 @@ def main() -> None:
             provider.up()
             print(f"{args.size} machines up: {time.monotonic() - t0:.1f}s", flush=True)
             _timed(log, spec, "cold")
+            if args.idle_cpu:
+                print(idle_cpu.sample(args.idle_cpu), flush=True)
             _timed(log, spec, "no-op", skip=["verify"])
             adds, removes = [], []
             for n in range(1, args.rounds + 1):
