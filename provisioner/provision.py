@@ -866,10 +866,9 @@ def _split_pod_routes(todo: list[tuple[Phase, list[str], list[str]]], network_on
     of its own, ``node/pod-routes``: the same playbook limited to those hosts, which then
     runs its routes play alone, at the same time as the joining node's kubelet and
     kube-proxy instead of after them (the plays of one playbook run one after the other).
-    It starts when the node phase does. Started right after preflight instead, beside the
-    joining node's os, runtime and lb, it measured within this CPU-bound lab's noise of
-    this (README, scale-out table); starting with the node phase keeps the two halves
-    from competing with the joining node's package work."""
+    It starts when the node phase does, so it does not compete with the joining node's os,
+    runtime and lb; starting it right after preflight measured the same within noise
+    (README, scale-out table)."""
     out = []
     for top, hosts, names in todo:
         routes = [h for h in hosts if h in network_only] if top.name == "node" else []

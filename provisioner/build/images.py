@@ -83,10 +83,7 @@ class ImageRecipe:
         return self.repository.split("/", 1)[1]
 
 
-# nginx comes from Debian's security archive, which serves only its newest build (a pinned
-# 1.22.1-9+deb12u11 vanished when +deb12u12 came out, and cold builds failed), so it is
-# taken at the archive's current version, like the libraries beside it; busybox and
-# iptables are pinned to bookworm's own release, which no longer changes.
+# Pinned to bookworm's own release, which no longer changes (nginx is not: see its recipe).
 BUSYBOX_DEBIAN = "1:1.35.0-4+deb12u1+b1"
 IPTABLES_DEBIAN = "1.8.9-2"
 BUSYBOX_APPLETS = ("sh", "cat", "cp", "echo", "env", "grep", "head", "hostname", "ip", "ls",
@@ -122,6 +119,8 @@ IMAGES: Mapping[str, ImageRecipe] = {r.name: r for r in (
         name="nginx", repository="docker.io/library/nginx", version_from="debian",
         tag_prefix="", entrypoint=("/usr/sbin/nginx",), cmd=("-g", "daemon off;"),
         ports=("80/tcp",),
+        # Unpinned: Debian's security archive serves only its newest nginx, so a pin breaks
+        # cold builds at the next security update (CHANGELOG, Fixed).
         debs=("nginx", "nginx-common", "libc6", "libgcc-s1",
               "libcrypt1", "libpcre2-8-0", "libssl3", "zlib1g"),
         source="Debian 12's nginx and the libraries it links (the seeds' web server)",
